@@ -1,0 +1,236 @@
+"""Model bundles: a folder with ``manifest.json`` and ``weights.safetensors``.
+
+The manifest records everything needed to rebuild the model without running
+code from the bundle: architecture name (looked up in the native registry),
+hyper-parameters, the fitted schema with vocabularies, metrics, the training
+configuration, fingerprints of the data it was trained on and the library
+versions. Weights are read with safetensors only, so loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import workbench
+from workbench.schema import Schema, SchemaError
+from workbench.zoo import ARCHITECTURES, CTRModel, build_model
+
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "weights.safetensors"
+BUNDLE_FORMAT = "ctr-workbench-bundle"
+BUNDLE_FORMAT_VERSION = 1
+
+
+class BundleError(ValueError):
+    """Raised when a bundle folder is missing, malformed or inconsistent."""
+
+
+@dataclass
+class Bundle:
+    """A loaded model (in eval mode) with its manifest and folder."""
+
+    model: CTRModel
+    manifest: dict[str, Any]
+    path: Path
+
+    @property
+    def schema(self) -> Schema:
+        return self.model.schema
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name") or self.path.name)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.manifest["architecture"])
+
+    @property
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return dict(self.manifest.get("metrics", {}))
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape a model's numbers."""
+    import sklearn
+
+    return {
+        "workbench": workbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def save_bundle(
+    model: CTRModel,
+    path: str | Path,
+    *,
+    name: str | None = None,
+    metrics: dict[str, dict[str, float]] | None = None,
+    training: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a bundle folder at ``path`` and return the path.
+
+    An existing folder is only replaced when ``overwrite`` is true; the bundle
+    is written to a temporary folder first, so a failed save leaves nothing half
+    written.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        msg = f"{str(path)!r} already exists; choose another output folder or pass overwrite=True (--overwrite)"
+        raise BundleError(msg)
+    if model.architecture not in ARCHITECTURES:
+        msg = f"only native architectures can be bundled; got {type(model).__name__}"
+        raise BundleError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=path.parent))
+    try:
+        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+        save_file(state, staging / WEIGHTS_NAME, metadata={"format": BUNDLE_FORMAT})
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "name": name or path.name,
+            "architecture": model.architecture,
+            "hyperparameters": model.hyperparameters,
+            "schema": model.schema.to_dict(),
+            "metrics": metrics or {},
+            "training": training or {},
+            "data": data or {},
+            "versions": library_versions(),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "weights": {
+                "file": WEIGHTS_NAME,
+                "sha256": _sha256(staging / WEIGHTS_NAME),
+                "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "tensors": {key: list(value.shape) for key, value in state.items()},
+            },
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path)
+        staging.rename(path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and check a bundle's manifest without loading weights."""
+    path = Path(path)
+    if not path.is_dir():
+        msg = f"bundle folder not found: {str(path)!r} (a bundle is a folder with {MANIFEST_NAME} and {WEIGHTS_NAME})"
+        raise BundleError(msg)
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.is_file():
+        msg = f"{str(path)!r} is not a bundle: {MANIFEST_NAME} is missing"
+        raise BundleError(msg)
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = f"{str(manifest_path)!r} is not valid JSON: {err}"
+        raise BundleError(msg) from err
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        msg = f"{str(manifest_path)!r} is not a CTR Workbench manifest (expected format {BUNDLE_FORMAT!r})"
+        raise BundleError(msg)
+    version = manifest.get("format_version")
+    if version != BUNDLE_FORMAT_VERSION:
+        msg = (
+            f"{str(manifest_path)!r} has format_version {version!r}; this workbench reads version "
+            f"{BUNDLE_FORMAT_VERSION}, so upgrade the workbench or re-export the bundle"
+        )
+        raise BundleError(msg)
+    for key in ("architecture", "hyperparameters", "schema", "weights"):
+        if key not in manifest:
+            msg = f"{str(manifest_path)!r} has no {key!r} entry"
+            raise BundleError(msg)
+    return manifest
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Rebuild a bundle's model from its manifest and load its weights (eval mode)."""
+    path = Path(path).resolve()
+    manifest = read_manifest(path)
+    weights_path = path / WEIGHTS_NAME
+    if not weights_path.is_file():
+        msg = f"{str(path)!r} has no {WEIGHTS_NAME}"
+        raise BundleError(msg)
+    expected_hash = manifest["weights"].get("sha256")
+    if expected_hash and _sha256(weights_path) != expected_hash:
+        msg = (
+            f"{str(weights_path)!r} does not match its manifest (SHA-256 differs); the weights were changed "
+            "or belong to another bundle"
+        )
+        raise BundleError(msg)
+    try:
+        schema = Schema.from_dict(manifest["schema"])
+        model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
+    except (SchemaError, ValueError, TypeError) as err:
+        msg = f"cannot rebuild the model described in {str(path / MANIFEST_NAME)!r}: {err}"
+        raise BundleError(msg) from err
+    try:
+        state = load_file(weights_path)
+    except (SafetensorError, OSError) as err:
+        msg = f"{str(weights_path)!r} is not a readable safetensors file: {err}"
+        raise BundleError(msg) from err
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return Bundle(model=model, manifest=manifest, path=path)
+
+
+def _check_state(model: CTRModel, state: dict[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        msg = (
+            f"weights in {str(path)!r} do not match the architecture in the manifest: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+        raise BundleError(msg)
+    for key, tensor in expected.items():
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            msg = (
+                f"weights in {str(path)!r} do not match the manifest: {key} has shape "
+                f"{tuple(state[key].shape)}, the manifest's model needs {tuple(tensor.shape)}"
+            )
+            raise BundleError(msg)
+
+
+def find_bundles(root: str | Path) -> list[Path]:
+    """Return the bundle folders directly under ``root`` (sorted by name)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / MANIFEST_NAME).is_file())

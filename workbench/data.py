@@ -1,0 +1,298 @@
+"""Data readers (CSV, Parquet, libfm) and the encoded data set the models consume.
+
+``read_frame`` turns a file into a pandas frame of raw values, one column per
+field plus the label. ``encode`` turns such a frame into a :class:`CTRDataset`
+with model inputs per field, labels in {0, 1} and the per-field OOV counts.
+
+libfm rows look like ``label token token ...`` with labels -1/0/1. A token is
+either ``field:index:value`` (libffm style) or ``index:value``. Indices are
+named through a feature map, a TSV file with the columns ``index``, ``field``
+and ``raw_value`` (Frappe ships one as ``feature_map.tsv``); without it the
+raw value of a token is its index and, for two-part tokens, the field cannot be
+known, so the reader stops with an error.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from workbench.schema import Field, Schema, SchemaError, _check_columns, decode_value, encode_field
+
+LIBFM_SUFFIXES = (".libfm", ".libsvm", ".libffm", ".svm")
+FEATURE_MAP_NAME = "feature_map.tsv"
+
+
+class DataError(ValueError):
+    """Raised when a data file cannot be read or does not match its schema."""
+
+
+def data_format(path: str | Path) -> str:
+    """Return ``csv``, ``parquet`` or ``libfm`` from a file name (``.gz`` allowed)."""
+    name = Path(path).name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    if name.endswith(LIBFM_SUFFIXES):
+        return "libfm"
+    msg = (
+        f"cannot tell the format of {str(path)!r} from its name; "
+        "use .csv, .tsv, .parquet or .libfm (optionally with .gz)"
+    )
+    raise DataError(msg)
+
+
+def read_frame(
+    path: str | Path,
+    *,
+    feature_map: str | Path | None = None,
+    label: str = "label",
+    max_rows: int | None = None,
+) -> pd.DataFrame:
+    """Read a CSV, Parquet or libfm file into a frame of raw values.
+
+    For libfm files the label column is named ``label`` and mapped to {0, 1};
+    ``feature_map`` defaults to ``feature_map.tsv`` next to the file when present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"data file not found: {str(path)!r}"
+        raise DataError(msg)
+    kind = data_format(path)
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+            if max_rows is not None:
+                frame = frame.iloc[:max_rows]
+        elif kind == "csv":
+            sep = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
+            frame = pd.read_csv(path, sep=sep, nrows=max_rows, dtype=str, keep_default_na=False)
+            frame = frame.replace({"": None})
+        else:
+            if feature_map is None and (path.parent / FEATURE_MAP_NAME).is_file():
+                feature_map = path.parent / FEATURE_MAP_NAME
+            frame = read_libfm(path, feature_map=feature_map, max_rows=max_rows)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, DataError):
+            raise
+        msg = f"could not read {str(path)!r} as {kind}: {err}"
+        raise DataError(msg) from err
+    return frame.reset_index(drop=True)
+
+
+def read_feature_map(path: str | Path) -> dict[int, tuple[str, str]]:
+    """Read a libfm feature map (TSV: index, field, raw_value) into {index: (field, raw value)}."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"feature map not found: {str(path)!r}"
+        raise DataError(msg)
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    needed = {"index", "field", "raw_value"}
+    if not needed.issubset(table.columns):
+        msg = f"feature map {str(path)!r} needs the columns index, field, raw_value; found {list(table.columns)}"
+        raise DataError(msg)
+    return {int(i): (f, v) for i, f, v in zip(table["index"], table["field"], table["raw_value"], strict=True)}
+
+
+def read_libfm(
+    path: str | Path, *, feature_map: str | Path | None = None, max_rows: int | None = None
+) -> pd.DataFrame:
+    """Read a libfm / libffm file into raw values per field (label in {0, 1})."""
+    names = read_feature_map(feature_map) if feature_map is not None else None
+    opener = gzip.open if str(path).endswith(".gz") else open
+    rows: list[dict[str, Any]] = []
+    field_order: dict[str, None] = {}
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if max_rows is not None and len(rows) >= max_rows:
+                break
+            tokens = line.split()
+            if not tokens:
+                continue
+            row = {"label": _libfm_label(tokens[0], path, line_number)}
+            for token in tokens[1:]:
+                field_name, raw_value = _libfm_token(token, names, path, line_number)
+                field_order.setdefault(field_name, None)
+                row[field_name] = raw_value
+            rows.append(row)
+    if not rows:
+        msg = f"{str(path)!r} has no libfm rows"
+        raise DataError(msg)
+    return pd.DataFrame(rows, columns=["label", *field_order])
+
+
+def _libfm_label(token: str, path: str | Path, line_number: int) -> int:
+    try:
+        value = float(token)
+    except ValueError:
+        value = None
+    if value not in (-1.0, 0.0, 1.0):
+        msg = f"{str(path)!r} line {line_number}: label {token!r} is not -1, 0 or 1"
+        raise DataError(msg)
+    return 1 if value == 1.0 else 0
+
+
+def _libfm_token(
+    token: str, names: dict[int, tuple[str, str]] | None, path: str | Path, line_number: int
+) -> tuple[str, str]:
+    parts = token.split(":")
+    try:
+        if len(parts) == 3:
+            field_id, index, value = parts[0], int(parts[1]), float(parts[2])
+        elif len(parts) == 2:
+            field_id, index, value = None, int(parts[0]), float(parts[1])
+        else:
+            raise ValueError(token)
+    except ValueError:
+        msg = f"{str(path)!r} line {line_number}: token {token!r} is not 'field:index:value' or 'index:value'"
+        raise DataError(msg) from None
+    if value != 1.0:
+        msg = (
+            f"{str(path)!r} line {line_number}: token {token!r} has value {value:g}; only one-hot libfm "
+            "(value 1) is supported, so convert numeric features to CSV or Parquet"
+        )
+        raise DataError(msg)
+    if names is not None:
+        if index not in names:
+            msg = f"{str(path)!r} line {line_number}: index {index} is not in the feature map"
+            raise DataError(msg)
+        return names[index]
+    if field_id is None:
+        msg = (
+            f"{str(path)!r} line {line_number}: token {token!r} has no field; give a feature map "
+            f"({FEATURE_MAP_NAME} with index, field, raw_value) or use field:index:value tokens"
+        )
+        raise DataError(msg)
+    return f"field_{field_id}", str(index)
+
+
+def infer_schema_spec(frame: pd.DataFrame, label: str) -> Schema:
+    """Guess field kinds: numeric columns become numeric fields, everything else categorical."""
+    if label not in frame.columns:
+        msg = f"label column {label!r} not found; columns: {', '.join(map(str, frame.columns))}"
+        raise DataError(msg)
+    fields = []
+    for name in frame.columns:
+        if name == label:
+            continue
+        column = frame[name]
+        numeric = pd.to_numeric(column, errors="coerce")
+        is_float = numeric.notna().mean() > 0.99 and not _looks_like_ids(numeric)
+        fields.append(Field(str(name), "numeric" if is_float else "categorical"))
+    return Schema(fields, label=label)
+
+
+def _looks_like_ids(values: pd.Series) -> bool:
+    finite = values.dropna()
+    return bool(len(finite)) and bool((finite == finite.round()).all()) and finite.nunique() < 0.5 * len(finite)
+
+
+def read_schema_spec(path: str | Path) -> Schema:
+    """Read a schema spec JSON (``{"label": ..., "fields": [{"name", "kind", ...}]}``)."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"schema file not found: {str(path)!r}"
+        raise DataError(msg) from None
+    except json.JSONDecodeError as err:
+        msg = f"schema file {str(path)!r} is not valid JSON: {err}"
+        raise DataError(msg) from err
+    return Schema.from_dict(spec)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Return the SHA-256 of a file's bytes (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class CTRDataset:
+    """Encoded model inputs, labels and raw values of one data split.
+
+    ``inputs[name]`` has shape ``(n_rows,)`` for categorical (int64) and numeric
+    (float32, standardised) fields, ``(n_rows, max_length)`` for sequence fields
+    and ``(n_rows, dim)`` for dense fields. ``raw`` keeps the raw values as read.
+    """
+
+    schema: Schema
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    raw: pd.DataFrame
+    name: str = ""
+    source: str = ""
+    oov_counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def tensors(self, rows: np.ndarray | slice | None = None) -> dict[str, torch.Tensor]:
+        """Return the model inputs of ``rows`` (all rows when None) as tensors."""
+        selection = slice(None) if rows is None else rows
+        return {name: torch.from_numpy(np.ascontiguousarray(array[selection])) for name, array in self.inputs.items()}
+
+    def raw_values(self, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """Return raw field values of ``rows`` as display strings, decoded from the model inputs.
+
+        Values the model saw as OOV show as ``<OOV>``, so a plot shows what the
+        model received, not only what the file held.
+        """
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        columns = {}
+        for f in self.schema.fields:
+            array = self.inputs[f.name][rows]
+            columns[f.name] = [decode_value(f, value) for value in array]
+        return pd.DataFrame(columns, index=rows)
+
+
+def encode(frame: pd.DataFrame, schema: Schema, *, name: str = "", source: str = "") -> CTRDataset:
+    """Encode a raw frame with a fitted schema."""
+    if not schema.is_fitted():
+        msg = "the schema has no vocabularies yet; fit it on the training data first (workbench.schema.fit_schema)"
+        raise SchemaError(msg)
+    _check_columns(frame, schema, need_label=True)
+    inputs = {}
+    oov_counts = {}
+    for f in schema.fields:
+        try:
+            inputs[f.name], oov_counts[f.name] = encode_field(f, frame[f.name])
+        except (TypeError, ValueError) as err:
+            msg = f"could not encode field {f.name!r}: {err}"
+            raise DataError(msg) from err
+    labels = pd.to_numeric(frame[schema.label], errors="coerce").to_numpy(dtype=float)
+    if np.isnan(labels).any():
+        bad = frame[schema.label][np.isnan(labels)].iloc[0]
+        msg = f"label column {schema.label!r} has a non-numeric value {bad!r}; labels must be 0/1 (or -1/1)"
+        raise DataError(msg)
+    labels = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    return CTRDataset(schema, inputs, labels, frame, name=name, source=source, oov_counts=oov_counts)
+
+
+def load_dataset(
+    path: str | Path,
+    schema: Schema,
+    *,
+    feature_map: str | Path | None = None,
+    max_rows: int | None = None,
+) -> CTRDataset:
+    """Read and encode a data file with a fitted schema (for example a bundle's)."""
+    frame = read_frame(path, feature_map=feature_map, label=schema.label, max_rows=max_rows)
+    if data_format(path) == "libfm" and schema.label != "label":
+        frame = frame.rename(columns={"label": schema.label})
+    return encode(frame, schema, name=Path(path).name, source=str(path))
+

@@ -1,0 +1,53 @@
+"""The contract every native CTR model follows.
+
+A model is split in two: ``field_embedding`` maps the input dict to field
+embeddings of shape ``(batch_size, n_fields, embedding_width)``, and
+``logit_from_embeddings`` maps those to one logit per sample. ``forward``
+chains the two. Explainers mask or interpolate fields on the embedding tensor,
+so everything a field contributes must pass through its slot there; models
+with a first-order weight per feature keep that weight in an extra column of
+the same slot rather than in a separate table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from workbench.schema import Schema
+from workbench.zoo.embedding import FieldEmbedding
+
+
+class CTRModel(nn.Module):
+    """Base class of native models; subclasses set ``architecture`` and ``logit_from_embeddings``."""
+
+    architecture: ClassVar[str] = ""
+
+    def __init__(self, schema: Schema, *, embedding_dim: int = 10, **hyperparameters: Any) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            msg = f"embedding_dim must be >= 1; got {embedding_dim}"
+            raise ValueError(msg)
+        self.schema = schema
+        self.embedding_dim = embedding_dim
+        self.hyperparameters: dict[str, Any] = {"embedding_dim": embedding_dim, **hyperparameters}
+        self.field_embedding = FieldEmbedding(schema, self.embedding_width)
+
+    @property
+    def embedding_width(self) -> int:
+        """Width W of one field slot in the embedding tensor."""
+        return self.embedding_dim
+
+    @property
+    def n_fields(self) -> int:
+        return len(self.schema.fields)
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        """Map ``(batch_size, n_fields, embedding_width)`` to logits of shape ``(batch_size,)``."""
+        raise NotImplementedError
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the logit (log-odds of a click) per sample, shape ``(batch_size,)``."""
+        return self.logit_from_embeddings(self.field_embedding(inputs))

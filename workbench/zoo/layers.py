@@ -1,0 +1,101 @@
+"""Building blocks shared by the native models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """Fully connected layers with ReLU, optional batch norm and dropout.
+
+    Maps ``(batch_size, input_dim)`` to ``(batch_size, hidden_units[-1])``, or to
+    ``(batch_size, output_dim)`` when ``output_dim`` is given (a final linear
+    layer without activation).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: Sequence[int],
+        *,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        output_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = input_dim
+        for units in hidden_units:
+            layers.append(nn.Linear(width, units))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        if output_dim is not None:
+            layers.append(nn.Linear(width, output_dim))
+            width = output_dim
+        self.output_dim = width
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CrossNetV2(nn.Module):
+    """DCN-V2 cross layers: ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l`` with full-rank ``W_l``."""
+
+    def __init__(self, input_dim: int, n_layers: int) -> None:
+        super().__init__()
+        self.cross_layers = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(n_layers))
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for layer in self.cross_layers:
+            x = x0 * layer(x) + x
+        return x
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """AutoInt interacting layer over fields: ``(B, F, D_in)`` to ``(B, F, attention_dim)``.
+
+    Attention weights ``softmax(Q K^T / sqrt(d_head))`` of the last call are
+    kept in ``last_attention`` with shape ``(B, n_heads, F, F)``.
+    """
+
+    def __init__(
+        self, input_dim: int, attention_dim: int, n_heads: int, *, use_scale: bool = True, use_residual: bool = True
+    ) -> None:
+        super().__init__()
+        if attention_dim % n_heads != 0:
+            msg = f"attention_dim ({attention_dim}) must be divisible by n_heads ({n_heads})"
+            raise ValueError(msg)
+        self.n_heads = n_heads
+        self.head_dim = attention_dim // n_heads
+        self.use_scale = use_scale
+        self.query = nn.Linear(input_dim, attention_dim, bias=False)
+        self.key = nn.Linear(input_dim, attention_dim, bias=False)
+        self.value = nn.Linear(input_dim, attention_dim, bias=False)
+        self.residual = nn.Linear(input_dim, attention_dim, bias=False) if use_residual else None
+        self.last_attention: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch_size, n_fields, _ = x.shape
+
+        def split_heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch_size, n_fields, self.n_heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split_heads(self.query(x)), split_heads(self.key(x)), split_heads(self.value(x))
+        scores = q @ k.transpose(-1, -2)
+        if self.use_scale:
+            scores = scores / self.head_dim**0.5
+        attention = scores.softmax(dim=-1)
+        self.last_attention = attention.detach()
+        out = (attention @ v).transpose(1, 2).reshape(batch_size, n_fields, -1)
+        if self.residual is not None:
+            out = out + self.residual(x)
+        return torch.relu(out)

@@ -1,0 +1,212 @@
+"""Native architectures: LR, FM, DeepFM, DCNv2 and AutoInt+.
+
+Defaults follow the usual BARS settings for Frappe (embedding size 10, DNN of
+three layers of 400 units); the training recipe lives in ``workbench.training``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from workbench.schema import Schema
+from workbench.zoo.base import CTRModel
+from workbench.zoo.layers import MLP, CrossNetV2, MultiHeadSelfAttention
+
+
+def _fm_pairwise(v: torch.Tensor) -> torch.Tensor:
+    """Sum of all pair terms <v_i, v_j> over i < j, for ``v`` of shape ``(B, F, D)``."""
+    square_of_sum = v.sum(dim=1).pow(2)
+    sum_of_squares = v.pow(2).sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+
+
+class LogisticRegression(CTRModel):
+    """LR: ``logit = b + sum_f w_f``; each field slot is its one-dimensional weight."""
+
+    architecture = "lr"
+
+    def __init__(self, schema: Schema, **hyperparameters) -> None:
+        hyperparameters.pop("embedding_dim", None)
+        super().__init__(schema, embedding_dim=1, **hyperparameters)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        return field_embeddings.sum(dim=(1, 2)) + self.bias
+
+
+class FactorizationMachine(CTRModel):
+    """FM: ``logit = b + sum_f w_f + sum_{i<j} <v_i, v_j>``.
+
+    Each field slot is ``[v_f, w_f]``: the factor vector followed by the first-order weight.
+    """
+
+    architecture = "fm"
+
+    def __init__(self, schema: Schema, *, embedding_dim: int = 10, **hyperparameters) -> None:
+        super().__init__(schema, embedding_dim=embedding_dim, **hyperparameters)
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_dim + 1
+
+    def split_slots(self, field_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split slots into factor vectors ``(B, F, D)`` and first-order weights ``(B, F)``."""
+        return field_embeddings[..., :-1], field_embeddings[..., -1]
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        factors, weights = self.split_slots(field_embeddings)
+        return self.bias + weights.sum(dim=1) + _fm_pairwise(factors)
+
+
+class DeepFM(FactorizationMachine):
+    """DeepFM: the FM logit plus an MLP over the concatenated factor vectors."""
+
+    architecture = "deepfm"
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        embedding_dim: int = 10,
+        hidden_units: Sequence[int] = (400, 400, 400),
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        **hyperparameters,
+    ) -> None:
+        super().__init__(
+            schema,
+            embedding_dim=embedding_dim,
+            hidden_units=list(hidden_units),
+            dropout=dropout,
+            batch_norm=batch_norm,
+            **hyperparameters,
+        )
+        self.dnn = MLP(
+            self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
+        )
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        factors, _ = self.split_slots(field_embeddings)
+        deep = self.dnn(factors.flatten(start_dim=1)).squeeze(-1)
+        return super().logit_from_embeddings(field_embeddings) + deep
+
+
+class DCNv2(CTRModel):
+    """DCN-V2 with full-rank cross layers; ``structure`` is ``parallel`` or ``stacked``."""
+
+    architecture = "dcnv2"
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        embedding_dim: int = 10,
+        n_cross_layers: int = 3,
+        structure: str = "parallel",
+        hidden_units: Sequence[int] = (400, 400, 400),
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        **hyperparameters,
+    ) -> None:
+        if structure not in ("parallel", "stacked"):
+            msg = f"structure must be 'parallel' or 'stacked'; got {structure!r}"
+            raise ValueError(msg)
+        super().__init__(
+            schema,
+            embedding_dim=embedding_dim,
+            n_cross_layers=n_cross_layers,
+            structure=structure,
+            hidden_units=list(hidden_units),
+            dropout=dropout,
+            batch_norm=batch_norm,
+            **hyperparameters,
+        )
+        input_dim = self.n_fields * embedding_dim
+        self.structure = structure
+        self.cross_net = CrossNetV2(input_dim, n_cross_layers)
+        dnn_input = input_dim
+        self.dnn = MLP(dnn_input, hidden_units, dropout=dropout, batch_norm=batch_norm)
+        head_input = self.dnn.output_dim + (input_dim if structure == "parallel" else 0)
+        self.head = nn.Linear(head_input, 1)
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        x0 = field_embeddings.flatten(start_dim=1)
+        crossed = self.cross_net(x0)
+        if self.structure == "parallel":
+            final = torch.cat([crossed, self.dnn(x0)], dim=1)
+        else:
+            final = self.dnn(crossed)
+        return self.head(final).squeeze(-1)
+
+
+class AutoIntPlus(CTRModel):
+    """AutoInt+: multi-head self-attention over fields plus a parallel DNN; logits are summed."""
+
+    architecture = "autoint+"
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        embedding_dim: int = 10,
+        attention_layers: int = 2,
+        n_heads: int = 2,
+        attention_dim: int = 40,
+        use_scale: bool = True,
+        hidden_units: Sequence[int] = (400, 400, 400),
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        **hyperparameters,
+    ) -> None:
+        super().__init__(
+            schema,
+            embedding_dim=embedding_dim,
+            attention_layers=attention_layers,
+            n_heads=n_heads,
+            attention_dim=attention_dim,
+            use_scale=use_scale,
+            hidden_units=list(hidden_units),
+            dropout=dropout,
+            batch_norm=batch_norm,
+            **hyperparameters,
+        )
+        layers = []
+        width = embedding_dim
+        for _ in range(attention_layers):
+            layers.append(MultiHeadSelfAttention(width, attention_dim, n_heads, use_scale=use_scale))
+            width = attention_dim
+        self.attention = nn.ModuleList(layers)
+        self.attention_head = nn.Linear(self.n_fields * width, 1)
+        self.dnn = MLP(
+            self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
+        )
+
+    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+        x = field_embeddings
+        for layer in self.attention:
+            x = layer(x)
+        attention_logit = self.attention_head(x.flatten(start_dim=1)).squeeze(-1)
+        deep_logit = self.dnn(field_embeddings.flatten(start_dim=1)).squeeze(-1)
+        return attention_logit + deep_logit
+
+
+ARCHITECTURES: dict[str, type[CTRModel]] = {
+    cls.architecture: cls for cls in (LogisticRegression, FactorizationMachine, DeepFM, DCNv2, AutoIntPlus)
+}
+
+
+def build_model(architecture: str, schema: Schema, **hyperparameters) -> CTRModel:
+    """Build a native model by architecture name (``lr``, ``fm``, ``deepfm``, ``dcnv2``, ``autoint+``)."""
+    key = architecture.lower()
+    if key not in ARCHITECTURES:
+        msg = f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}"
+        raise ValueError(msg)
+    try:
+        return ARCHITECTURES[key](schema, **hyperparameters)
+    except TypeError as err:
+        msg = f"invalid hyper-parameters for {key}: {err}"
+        raise ValueError(msg) from err
