@@ -57,6 +57,17 @@ class Attribution:
         span = np.abs(self.predictions - self.base_values)
         return self.completeness_gap / np.maximum(span, 1e-12)
 
+    @property
+    def completeness_gap_share(self) -> float:
+        """Mean completeness gap divided by the mean ``|prediction - base value|``.
+
+        Per-sample relative gaps blow up for samples whose prediction is close
+        to the base value; this ratio of means weighs each sample by how much
+        there is to attribute, so it is the summary the app and CLI report.
+        """
+        span = np.abs(self.predictions - self.base_values).mean()
+        return float(self.completeness_gap.mean() / max(span, 1e-12))
+
     def mean_abs(self) -> pd.Series:
         """Global importance: mean |attribution| per field, largest first."""
         return pd.Series(np.abs(self.values).mean(axis=0), index=list(self.field_names)).sort_values(
