@@ -9,7 +9,6 @@ versions. Weights are read with safetensors only, so loading never unpickles.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import shutil
@@ -25,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import workbench
+from workbench.data import file_fingerprint
 from workbench.schema import Schema, SchemaError
 from workbench.zoo import ARCHITECTURES, CTRModel, build_model
 
@@ -65,14 +65,6 @@ class Bundle:
     @property
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -130,7 +122,7 @@ def save_bundle(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "weights": {
                 "file": WEIGHTS_NAME,
-                "sha256": _sha256(staging / WEIGHTS_NAME),
+                "sha256": file_fingerprint(staging / WEIGHTS_NAME),
                 "n_parameters": int(sum(p.numel() for p in model.parameters())),
                 "tensors": {key: list(value.shape) for key, value in state.items()},
             },
@@ -186,7 +178,7 @@ def load_bundle(path: str | Path) -> Bundle:
         msg = f"{str(path)!r} has no {WEIGHTS_NAME}"
         raise BundleError(msg)
     expected_hash = manifest["weights"].get("sha256")
-    if expected_hash and _sha256(weights_path) != expected_hash:
+    if expected_hash and file_fingerprint(weights_path) != expected_hash:
         msg = (
             f"{str(weights_path)!r} does not match its manifest (SHA-256 differs); the weights were changed "
             "or belong to another bundle"

@@ -83,19 +83,13 @@ class Vocabulary:
 
         Missing values map to PAD and are not counted as OOV.
         """
-        out = []
-        n_oov = 0
-        oov = self.oov_index
-        for value in raw:
-            if _is_missing(value):
-                out.append(PAD_INDEX)
-                continue
-            index = self._index.get(str(value))
-            if index is None:
-                n_oov += 1
-                index = oov
-            out.append(index)
-        return np.asarray(out, dtype=np.int64), n_oov
+        series = pd.Series(list(raw) if not isinstance(raw, pd.Series) else raw.to_numpy(), dtype=object)
+        missing = series.map(_is_missing).to_numpy(dtype=bool)
+        indices = series.astype(str).map(self._index).to_numpy(dtype=float, copy=True)
+        unknown = np.isnan(indices) & ~missing
+        indices[unknown] = self.oov_index
+        indices[missing] = PAD_INDEX
+        return indices.astype(np.int64), int(unknown.sum())
 
     def decode(self, indices: Iterable[int]) -> list[str]:
         """Map indices back to raw values (PAD and OOV become ``<PAD>`` and ``<OOV>``)."""

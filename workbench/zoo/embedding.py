@@ -68,6 +68,3 @@ class FieldEmbedding(nn.Module):
                 vectors.append(self.projections[name](x))
         return self.output(torch.stack(vectors, dim=1))
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        """Parameters that embedding regularisation applies to."""
-        return list(self.parameters())
