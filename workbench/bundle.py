@@ -67,6 +67,17 @@ class Bundle:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities by None so that the result is strict JSON."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries that shape a model's numbers."""
     import sklearn
@@ -127,7 +138,7 @@ def save_bundle(
                 "tensors": {key: list(value.shape) for key, value in state.items()},
             },
         }
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        (staging / MANIFEST_NAME).write_text(json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n", encoding="utf-8")
         if path.exists():
             shutil.rmtree(path)
         staging.rename(path)

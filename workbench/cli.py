@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from workbench.bundle import BundleError, load_bundle, save_bundle
+from workbench.bundle import BundleError, json_safe, load_bundle, save_bundle
 from workbench.data import (
     DataError,
     data_format,
@@ -203,7 +203,7 @@ def resolve_schema_spec(args: argparse.Namespace, frame_columns: list[str]) -> S
     if args.schema is not None:
         return read_schema_spec(args.schema)
     candidate = args.train.parent / "schema.json"
-    if candidate.is_file() and data_format(args.train) != "libfm":
+    if candidate.is_file():
         return read_schema_spec(candidate)
     if data_format(args.train) == "libfm":
         return Schema([Field(name, "categorical") for name in frame_columns if name != "label"], label="label")
@@ -276,7 +276,7 @@ def run_train(args: argparse.Namespace) -> int:
         "history": result.history,
     }
     save_bundle(model, args.out, name=args.name, metrics=metrics, training=training, data=data, overwrite=args.overwrite)
-    print(json.dumps({"bundle": str(args.out), "best_epoch": result.best_epoch, "metrics": metrics}, indent=1))
+    print(json.dumps(json_safe({"bundle": str(args.out), "best_epoch": result.best_epoch, "metrics": metrics}), indent=1))
     return 0
 
 
@@ -287,7 +287,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=args.max_rows)
     metrics = evaluate(bundle.model, dataset)
     metrics["oov_counts"] = dataset.oov_counts
-    print(json.dumps({"bundle": str(args.bundle), "data": str(args.data), **metrics}, indent=1))
+    print(json.dumps(json_safe({"bundle": str(args.bundle), "data": str(args.data), **metrics}), indent=1))
     return 0
 
 
@@ -324,7 +324,7 @@ def run_explain(args: argparse.Namespace) -> int:
         "completeness_gap_share": attribution.completeness_gap_share,
         "mean_abs_attribution": {k: round(float(v), 6) for k, v in attribution.mean_abs().items()},
     }
-    print(json.dumps(summary, indent=1))
+    print(json.dumps(json_safe(summary), indent=1))
     return 0
 
 

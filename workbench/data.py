@@ -123,6 +123,12 @@ def read_libfm(
             row = {"label": _libfm_label(tokens[0], path, line_number)}
             for token in tokens[1:]:
                 field_name, raw_value = _libfm_token(token, names, path, line_number)
+                if field_name in row:
+                    msg = (
+                        f"{str(path)!r} line {line_number}: field {field_name!r} appears twice "
+                        f"({row[field_name]!r} and {raw_value!r}); multi-valued fields are not supported in libfm"
+                    )
+                    raise DataError(msg)
                 field_order.setdefault(field_name, None)
                 row[field_name] = raw_value
             rows.append(row)

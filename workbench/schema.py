@@ -72,7 +72,7 @@ class Vocabulary:
         Missing values (None, NaN, empty string) are not added.
         """
         series = pd.Series(list(raw) if not isinstance(raw, pd.Series) else raw, dtype=object)
-        series = series[series.map(lambda v: not _is_missing(v))].astype(str)
+        series = series[~series.map(_is_missing).astype(bool)].astype(str)
         counts = series.value_counts(sort=False)
         order = pd.unique(series)
         kept = [v for v in order if counts[v] >= min_count]
@@ -114,11 +114,11 @@ class Vocabulary:
 
 
 def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and np.isnan(value):
-        return True
-    return isinstance(value, str) and value == MISSING_TOKEN
+    if isinstance(value, str):
+        return value == MISSING_TOKEN
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return False
+    return bool(pd.isna(value))
 
 
 @dataclass
@@ -139,6 +139,11 @@ class Field:
     dim: int = 0
     max_length: int = 0
     separator: str = "|"
+
+    def __post_init__(self) -> None:
+        _check_field_spec(
+            {"name": self.name, "kind": self.kind, "max_length": self.max_length, "dim": self.dim}
+        )
 
     @property
     def cardinality(self) -> int:

@@ -118,6 +118,18 @@ def _optimizer(model: CTRModel, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(groups, lr=config.learning_rate)
 
 
+def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Split shuffled row numbers into batches; a last batch of one row joins the previous one.
+
+    Batch normalisation cannot normalise a batch of one row in training mode.
+    """
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        last = batches.pop()
+        batches[-1] = np.concatenate([batches[-1], last])
+    return batches
+
+
 def train(
     model: CTRModel,
     train_set: CTRDataset,
@@ -131,6 +143,12 @@ def train(
     config = config or TrainConfig()
     if len(train_set) == 0 or len(valid_set) == 0:
         msg = "training needs non-empty training and validation data"
+        raise ValueError(msg)
+    if len(np.unique(valid_set.labels)) < 2:
+        msg = (
+            f"the validation data ({valid_set.name or 'unnamed'}) has only one label value, so AUC is undefined "
+            "and early stopping cannot work; use a validation split with clicks and non-clicks"
+        )
         raise ValueError(msg)
     seed_everything(config.seed)
     optimizer = _optimizer(model, config)
@@ -147,12 +165,11 @@ def train(
 
     for epoch in range(1, config.epochs + 1):
         model.train()
-        order = generator.permutation(len(train_set))
-        n_batches = (len(order) + config.batch_size - 1) // config.batch_size
+        batches = _batches(generator.permutation(len(train_set)), config.batch_size)
         total_loss = 0.0
-        bar = tqdm(range(n_batches), desc=f"epoch {epoch}", disable=not show_progress, leave=False)
-        for step in bar:
-            rows = np.sort(order[step * config.batch_size : (step + 1) * config.batch_size])
+        bar = tqdm(batches, desc=f"epoch {epoch}", disable=not show_progress, leave=False)
+        for batch in bar:
+            rows = np.sort(batch)
             optimizer.zero_grad()
             loss = loss_fn(model(train_set.tensors(rows)), labels[rows])
             loss.backward()

@@ -26,6 +26,9 @@ class MLP(nn.Module):
         output_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            msg = f"dropout must be in [0, 1); got {dropout}"
+            raise ValueError(msg)
         layers: list[nn.Module] = []
         width = input_dim
         for units in hidden_units:
@@ -71,6 +74,9 @@ class MultiHeadSelfAttention(nn.Module):
         self, input_dim: int, attention_dim: int, n_heads: int, *, use_scale: bool = True, use_residual: bool = True
     ) -> None:
         super().__init__()
+        if n_heads < 1:
+            msg = f"n_heads must be >= 1; got {n_heads}"
+            raise ValueError(msg)
         if attention_dim % n_heads != 0:
             msg = f"attention_dim ({attention_dim}) must be divisible by n_heads ({n_heads})"
             raise ValueError(msg)

@@ -6,7 +6,9 @@ three layers of 400 units); the training recipe lives in ``workbench.training``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -85,6 +87,7 @@ class DeepFM(FactorizationMachine):
             batch_norm=batch_norm,
             **hyperparameters,
         )
+        _check_sizes(hidden_units=hidden_units)
         self.dnn = MLP(
             self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
         )
@@ -125,6 +128,7 @@ class DCNv2(CTRModel):
             batch_norm=batch_norm,
             **hyperparameters,
         )
+        _check_sizes(n_cross_layers=n_cross_layers, hidden_units=hidden_units)
         input_dim = self.n_fields * embedding_dim
         self.structure = structure
         self.cross_net = CrossNetV2(input_dim, n_cross_layers)
@@ -174,6 +178,9 @@ class AutoIntPlus(CTRModel):
             batch_norm=batch_norm,
             **hyperparameters,
         )
+        _check_sizes(
+            attention_layers=attention_layers, n_heads=n_heads, attention_dim=attention_dim, hidden_units=hidden_units
+        )
         layers = []
         width = embedding_dim
         for _ in range(attention_layers):
@@ -199,11 +206,36 @@ ARCHITECTURES: dict[str, type[CTRModel]] = {
 }
 
 
+def accepted_hyperparameters(architecture: str) -> set[str]:
+    """Names of the keyword hyper-parameters an architecture's constructor takes."""
+    names = {"embedding_dim"}
+    for cls in ARCHITECTURES[architecture].__mro__:
+        if not (isinstance(cls, type) and issubclass(cls, CTRModel)):
+            continue
+        for parameter in inspect.signature(cls.__init__).parameters.values():
+            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                names.add(parameter.name)
+    return names
+
+
+def _check_sizes(**sizes: Any) -> None:
+    for name, value in sizes.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if any(int(v) < 1 for v in values):
+            msg = f"{name} must be >= 1; got {value!r}"
+            raise ValueError(msg)
+
+
 def build_model(architecture: str, schema: Schema, **hyperparameters) -> CTRModel:
     """Build a native model by architecture name (``lr``, ``fm``, ``deepfm``, ``dcnv2``, ``autoint+``)."""
     key = architecture.lower()
     if key not in ARCHITECTURES:
         msg = f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}"
+        raise ValueError(msg)
+    accepted = accepted_hyperparameters(key)
+    unknown = sorted(set(hyperparameters) - accepted)
+    if unknown:
+        msg = f"unknown hyper-parameter(s) {', '.join(unknown)} for {key}; accepted: {', '.join(sorted(accepted))}"
         raise ValueError(msg)
     try:
         return ARCHITECTURES[key](schema, **hyperparameters)

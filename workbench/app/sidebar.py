@@ -1,0 +1,77 @@
+"""The sidebar: choose a model bundle, a data file and how many rows to load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from workbench.app import sources, state
+
+
+def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: str, typed_help: str) -> Path | None:
+    """Show a select box of ``options`` (path to label) and a text box, and return the chosen path.
+
+    A typed path takes precedence over the select box.
+    """
+    choice_key = f"{key}_choice"
+    # A choice kept from an earlier run may not be offered any more (another bundle
+    # records other data files), and Streamlit would then keep it or show nothing.
+    if options and st.session_state.get(choice_key) not in options:
+        st.session_state[choice_key] = next(iter(options))
+    choice = st.selectbox(
+        label,
+        list(options),
+        index=0 if options else None,
+        format_func=lambda path: options.get(path, path),
+        placeholder="nothing found, type a path below",
+        key=choice_key,
+    )
+    typed = st.text_input(typed_label, key=f"{key}_typed", help=typed_help, placeholder="/path/to/…")
+    if typed.strip():
+        return sources.user_path(typed)
+    return Path(choice) if choice else None
+
+
+def render() -> state.Selection:
+    """Draw the sidebar widgets and store the resulting selection for the pages."""
+    with st.sidebar:
+        st.header("Model and data")
+        bundle_options = {str(path): path.name for path in sources.bundle_paths()}
+        bundle_path = _choose_path(
+            "Model bundle",
+            bundle_options,
+            key="bundle",
+            typed_label="…or a bundle folder path",
+            typed_help=(
+                f"Bundles listed above are the folders in {sources.models_dir()} (set {sources.MODELS_DIR_ENV} to "
+                "change it). A bundle folder contains manifest.json and weights.safetensors."
+            ),
+        )
+        bundle = state.try_bundle(bundle_path)
+        data_options = {str(option.path): option.label for option in sources.data_options(bundle and bundle.manifest)}
+        data_path = _choose_path(
+            "Data set",
+            data_options,
+            key="data",
+            typed_label="…or a data file path",
+            typed_help=(
+                f"Data sets listed above are the Parquet, CSV and libfm files in {sources.data_dir()} "
+                f"(set {sources.DATA_DIR_ENV} to change it) and the test and validation files the bundle records. "
+                "libfm files use the feature_map.tsv next to them."
+            ),
+        )
+        max_rows = st.number_input(
+            "Rows to load",
+            min_value=1,
+            value=state.DEFAULT_MAX_ROWS,
+            step=10_000,
+            key="max_rows",
+            help=(
+                "Maximum number of rows read from the start of the data file. "
+                "Metrics and samples use only these rows."
+            ),
+        )
+    selection = state.Selection(bundle_path, data_path, int(max_rows))
+    state.set_selection(selection)
+    return selection

@@ -1,0 +1,332 @@
+"""The coalition game on field embeddings that Shapley-style explainers evaluate.
+
+Players are fields, or named groups of fields. A coalition ``S`` keeps the
+embedding slots of the fields in ``S`` and replaces every other slot by a
+baseline slot, and ``v(S)`` is the model output (logit or probability) of that
+mixed embedding tensor. Because native models keep everything a field
+contributes inside its slot (FM and DeepFM store the first-order weight in the
+slot's last column), an absent field contributes nothing beyond its baseline.
+
+Coalitions are boolean rows of a matrix of shape ``(n_coalitions, n_players)``.
+:func:`all_coalitions` lists the ``2**n_players`` coalitions in bitmask order:
+coalition ``c`` contains player ``p`` exactly when bit ``p`` of ``c`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from workbench.explain.baselines import baseline_inputs
+from workbench.zoo.base import CTRModel
+
+GAME_BASELINES: dict[str, str] = {
+    "zero": "every absent field at the zero embedding",
+    "pad": "every absent field at the embedding of its PAD input (PAD id, value 0, empty history, zero vector)",
+    "oov": "absent categorical fields at the embedding of their OOV id; other fields as in 'pad'",
+    "mean": "every absent field at its mean embedding over the background rows",
+    "expectation": "v(S) averaged over the background rows, each row filling the absent fields in turn",
+}
+BACKGROUND_BASELINES = frozenset({"mean", "expectation"})
+OUTPUT_SPACES = ("logit", "probability")
+
+DEFAULT_CHUNK_SIZE = 32_768
+"""Rows per forward pass; a DeepFM with three layers of 400 units needs about 50 MB per layer at this size."""
+
+
+def all_coalitions(n_players: int) -> np.ndarray:
+    """Return every coalition of ``n_players`` players in bitmask order.
+
+    Returns
+    -------
+    ndarray of bool, shape (2**n_players, n_players)
+        Row ``c`` has ``True`` in column ``p`` exactly when bit ``p`` of ``c`` is set.
+    """
+    if n_players < 0:
+        msg = f"n_players must be >= 0; got {n_players}"
+        raise ValueError(msg)
+    codes = np.arange(2**n_players, dtype=np.int64)
+    return ((codes[:, None] >> np.arange(n_players, dtype=np.int64)) & 1).astype(bool)
+
+
+def resolve_players(
+    field_names: Sequence[str], players: Mapping[str, Sequence[str]] | None
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], np.ndarray]:
+    """Check a field grouping and return player names, the grouping and the membership matrix.
+
+    Parameters
+    ----------
+    field_names : the model's fields, in slot order.
+    players : ``None`` for one player per field, or a mapping from group name
+        to the names of its fields. Every field must be in exactly one group.
+
+    Returns
+    -------
+    names : tuple of str, the player names in order.
+    groups : dict mapping each player name to its field names.
+    membership : ndarray of bool, shape (n_players, n_fields); ``membership[p, f]``
+        is ``True`` when field ``f`` belongs to player ``p``.
+    """
+    field_names = list(field_names)
+    if players is None:
+        groups = {name: (name,) for name in field_names}
+    else:
+        if not isinstance(players, Mapping):
+            msg = f"players must be None or a mapping from group name to field names; got {type(players).__name__}"
+            raise TypeError(msg)
+        if not players:
+            msg = "players is an empty mapping; give at least one group, or None for one player per field"
+            raise ValueError(msg)
+        groups = {}
+        owner: dict[str, str] = {}
+        for group, members in players.items():
+            if isinstance(members, str):
+                msg = f"group {group!r} must list field names; got the string {members!r} (write [{members!r}])"
+                raise ValueError(msg)
+            members = tuple(members)
+            if not members:
+                msg = f"group {group!r} has no fields; every group needs at least one"
+                raise ValueError(msg)
+            for name in members:
+                if name not in field_names:
+                    msg = f"group {group!r} names the unknown field {name!r}; fields: {', '.join(field_names)}"
+                    raise ValueError(msg)
+                if name in owner:
+                    where = "twice in that group" if owner[name] == group else f"also in group {owner[name]!r}"
+                    msg = f"field {name!r} of group {group!r} is {where}; each field must be in exactly one group"
+                    raise ValueError(msg)
+                owner[name] = str(group)
+            groups[str(group)] = members
+        missing = [name for name in field_names if name not in owner]
+        if missing:
+            msg = f"fields missing from the groups: {', '.join(missing)}; each field must be in exactly one group"
+            raise ValueError(msg)
+
+    names = tuple(groups)
+    membership = np.zeros((len(names), len(field_names)), dtype=bool)
+    for p, name in enumerate(names):
+        for member in groups[name]:
+            membership[p, field_names.index(member)] = True
+    return names, groups, membership
+
+
+class EmbeddingGame:
+    """The value function ``v(S)`` of a batch of samples, one game per sample.
+
+    Parameters
+    ----------
+    model : CTRModel
+        Runs in eval mode during each call; its previous mode is restored.
+    inputs : dict of str to Tensor
+        Model inputs of ``n_samples`` samples, as from ``CTRDataset.tensors(rows)``.
+    baseline : str
+        What replaces an absent field's slot, one of :data:`GAME_BASELINES`.
+        ``"zero"`` and ``"pad"`` give the same numbers for native models,
+        because their PAD inputs embed to zero. ``"pad"`` stays separate for
+        models whose PAD embedding is not zero.
+    players : mapping of str to list of str, optional
+        Field groups that act as one player each; default one player per field.
+    output_space : ``"logit"`` (log-odds, default) or ``"probability"`` (sigmoid of the logit).
+    chunk_size : int
+        Rows per forward pass of ``model.logit_from_embeddings``; caps memory.
+    background : dict of str to Tensor, optional
+        Model inputs of the ``K`` background rows; required by ``"mean"`` and
+        ``"expectation"`` and not used by the other baselines.
+
+    Notes
+    -----
+    Evaluating ``C`` coalitions for ``n`` samples forwards ``n * C`` rows, or
+    ``n * C * K`` rows for the ``"expectation"`` baseline, in chunks of
+    ``chunk_size``. The field embeddings of the samples and of the background
+    are computed once, at construction. :attr:`n_model_evaluations` counts the
+    rows forwarded through ``logit_from_embeddings`` so far.
+    """
+
+    def __init__(
+        self,
+        model: CTRModel,
+        inputs: Mapping[str, torch.Tensor],
+        *,
+        baseline: str = "zero",
+        players: Mapping[str, Sequence[str]] | None = None,
+        output_space: str = "logit",
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        background: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        if baseline not in GAME_BASELINES:
+            msg = f"unknown baseline {baseline!r}; available: {', '.join(GAME_BASELINES)}"
+            raise ValueError(msg)
+        if output_space not in OUTPUT_SPACES:
+            msg = f"unknown output_space {output_space!r}; available: {', '.join(OUTPUT_SPACES)}"
+            raise ValueError(msg)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            msg = f"chunk_size must be an integer >= 1; got {chunk_size!r}"
+            raise ValueError(msg)
+        if baseline in BACKGROUND_BASELINES and background is None:
+            msg = f"baseline {baseline!r} needs background rows; pass background= as a model inputs dict"
+            raise ValueError(msg)
+
+        self.model = model
+        self.baseline = baseline
+        self.output_space = output_space
+        self.chunk_size = chunk_size
+        self.field_names: tuple[str, ...] = tuple(model.schema.field_names)
+        self.player_names, self.player_fields, self.membership = resolve_players(self.field_names, players)
+        self.n_model_evaluations = 0
+
+        # NOTE: only the CPU path has been run; on a GPU, rows are built and forwarded
+        # on the model's device and the values gathered on the CPU.
+        try:
+            self.device = next(model.parameters()).device
+        except StopIteration:
+            self.device = torch.device("cpu")
+        inputs = self._check_inputs(inputs, "inputs")
+        background = self._check_inputs(background, "background") if baseline in BACKGROUND_BASELINES else None
+
+        with _eval_mode(self.model):
+            # (n_samples, n_fields, width)
+            self.embeddings = model.field_embedding(inputs).detach()
+            # (1, n_fields, width), or (K, n_fields, width) for "expectation"
+            self.baseline_embeddings = self._baseline_embeddings(inputs, background).detach()
+
+    # --- public --------------------------------------------------------------
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def n_players(self) -> int:
+        return len(self.player_names)
+
+    @property
+    def n_background(self) -> int:
+        """Background rows averaged per coalition: K for ``"expectation"``, else 1."""
+        return int(self.baseline_embeddings.shape[0])
+
+    def values(
+        self,
+        coalitions: np.ndarray,
+        *,
+        samples: np.ndarray | slice | None = None,
+        progress: Callable[[float], None] | None = None,
+    ) -> np.ndarray:
+        """Evaluate ``v(S)`` for every coalition and every selected sample.
+
+        Parameters
+        ----------
+        coalitions : array of bool, shape (n_coalitions, n_players)
+            ``coalitions[c, p]`` is ``True`` when player ``p`` is present in coalition ``c``.
+        samples : positions of the samples to evaluate (default: all).
+        progress : called with the finished fraction in [0, 1] after each forward pass.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_selected_samples, n_coalitions)
+            Values in the units of ``output_space``. The model computes in its
+            own dtype (float32 for native models); averaging and the sigmoid
+            run in float64.
+        """
+        coalitions = np.asarray(coalitions)
+        if coalitions.ndim != 2 or coalitions.shape[1] != self.n_players:
+            msg = f"coalitions must have shape (n_coalitions, {self.n_players}); got {coalitions.shape}"
+            raise ValueError(msg)
+        if coalitions.dtype != bool:
+            if not np.isin(coalitions, (0, 1)).all():
+                msg = "coalitions must be boolean or 0/1"
+                raise ValueError(msg)
+            coalitions = coalitions.astype(bool)
+
+        embeddings = self.embeddings
+        if samples is not None:
+            positions = np.atleast_1d(np.arange(self.n_samples)[samples])
+            embeddings = embeddings[torch.from_numpy(positions).to(self.device)]
+        # (n_coalitions, n_fields): which slots each coalition keeps
+        field_masks = torch.from_numpy(coalitions @ self.membership).to(self.device)
+        with _eval_mode(self.model):
+            sums = self._forward_mixed(embeddings, field_masks, progress)
+        return sums.numpy()
+
+    __call__ = values
+
+    # --- private -------------------------------------------------------------
+
+    def _forward_mixed(
+        self, embeddings: torch.Tensor, field_masks: torch.Tensor, progress: Callable[[float], None] | None
+    ) -> torch.Tensor:
+        """Forward every (sample, coalition, background row) triple in chunks; return (n, C) float64 on CPU."""
+        n_samples, n_coalitions, n_background = embeddings.shape[0], field_masks.shape[0], self.n_background
+        n_rows = n_samples * n_coalitions * n_background
+        sums = torch.zeros(n_samples * n_coalitions, dtype=torch.float64)
+        baseline = self.baseline_embeddings
+
+        for start in range(0, n_rows, self.chunk_size):
+            stop = min(start + self.chunk_size, n_rows)
+            # Row r stands for sample r // (C K), coalition (r // K) % C and background row r % K.
+            row = torch.arange(start, stop, device=self.device)
+            pair = row // n_background
+            sample, coalition = pair // n_coalitions, pair % n_coalitions
+            keep = field_masks[coalition].unsqueeze(-1)  # (chunk, n_fields, 1)
+            filler = baseline if n_background == 1 else baseline[row % n_background]
+            mixed = torch.where(keep, embeddings[sample], filler)
+
+            output = self.model.logit_from_embeddings(mixed).to(device="cpu", dtype=torch.float64)
+            if self.output_space == "probability":
+                output = torch.sigmoid(output)
+            if n_background == 1:
+                sums[start:stop] = output
+            else:
+                sums.index_add_(0, pair.cpu(), output)
+            self.n_model_evaluations += stop - start
+            if progress is not None:
+                progress(stop / n_rows)
+
+        if n_background > 1:
+            sums /= n_background
+        return sums.reshape(n_samples, n_coalitions)
+
+    def _check_inputs(self, inputs: Mapping[str, torch.Tensor], argument: str) -> dict[str, torch.Tensor]:
+        missing = [name for name in self.field_names if name not in inputs]
+        if missing:
+            msg = f"{argument} is missing the fields: {', '.join(missing)}"
+            raise ValueError(msg)
+        checked = {name: torch.as_tensor(inputs[name]).to(self.device) for name in self.field_names}
+        sizes = {int(x.shape[0]) for x in checked.values()}
+        if len(sizes) != 1:
+            msg = f"{argument} fields have different numbers of rows: {sorted(sizes)}"
+            raise ValueError(msg)
+        if sizes == {0}:
+            msg = f"{argument} has no rows"
+            raise ValueError(msg)
+        return checked
+
+    def _baseline_embeddings(
+        self, inputs: dict[str, torch.Tensor], background: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        n_fields, width = self.embeddings.shape[1], self.embeddings.shape[2]
+        if self.baseline == "zero":
+            return self.embeddings.new_zeros((1, n_fields, width))
+        if self.baseline in ("pad", "oov"):
+            first_row = {name: x[:1] for name, x in inputs.items()}
+            encoded = baseline_inputs(self.model.schema, first_row, "zero" if self.baseline == "pad" else "oov")
+            return self.model.field_embedding(encoded)
+        assert background is not None
+        background_embeddings = self.model.field_embedding(background)
+        if self.baseline == "mean":
+            return background_embeddings.mean(dim=0, keepdim=True)
+        return background_embeddings
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run the body in eval mode without autograd, then restore the model's previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)

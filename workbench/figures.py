@@ -1,0 +1,329 @@
+"""Plotly figures of field attributions: global importance, per-field distributions and one sample's waterfall.
+
+Every builder takes an :class:`~workbench.explain.Attribution` and returns a
+``plotly.graph_objects.Figure``. Each figure's subtitle carries
+``Attribution.describe()`` (method, baseline, output space, steps), because
+attributions computed with another method or baseline are not comparable.
+Values are drawn in the attribution's output space (``"logit"``: log-odds of a
+click). Probabilities appear only where a logit is converted on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.explain import Attribution
+
+MAX_LABEL_CHARS = 40
+"""Maximum length of a raw value in an axis label. Hover texts keep the full value."""
+
+POSITIVE_COLOR = "#d6453d"
+NEGATIVE_COLOR = "#2f6db5"
+TOTAL_COLOR = "#6b6b6b"
+
+GAP_TOLERANCE = 1e-9
+"""Completeness gaps smaller than this (in output units) are float rounding, so the waterfall omits them."""
+
+ColorBy = Literal["frequency", "attribution"]
+
+
+def sigmoid(logit: float | np.ndarray) -> float | np.ndarray:
+    """Convert a logit (log-odds) to a probability."""
+    return 1.0 / (1.0 + np.exp(-np.asarray(logit, dtype=np.float64)))
+
+
+def format_ctr(probability: float) -> str:
+    """Format a click probability as a percentage with two decimals."""
+    return f"{100.0 * float(probability):.2f} %"
+
+
+def display_value(raw_value: object, max_chars: int | None = None) -> str:
+    """Render a raw field value for a label: ``(empty)`` for an empty string, long values cut with an ellipsis."""
+    text = str(raw_value)
+    if text == "":
+        return "(empty)"
+    if max_chars is not None and len(text) > max_chars:
+        return text[: max_chars - 1] + "…"
+    return text
+
+
+def field_value_label(field: str, raw_value: object, max_chars: int | None = None) -> str:
+    """Return the label ``"field = raw value"`` used on axes and in hover texts."""
+    return f"{field} = {display_value(raw_value, max_chars)}"
+
+
+def _units(attribution: Attribution) -> str:
+    return "logit" if attribution.output_space == "logit" else attribution.output_space
+
+
+def _raw_column(attribution: Attribution, field: str) -> np.ndarray:
+    if attribution.raw_values is None:
+        return np.full(attribution.n_samples, "", dtype=object)
+    return attribution.raw_values[field].astype(str).to_numpy(dtype=object)
+
+
+def _title(text: str, subtitle: str) -> dict:
+    return {"text": text, "subtitle": {"text": subtitle}, "x": 0.0, "xanchor": "left"}
+
+
+def importance_bar(attribution: Attribution, *, max_fields: int | None = None) -> go.Figure:
+    """Build a horizontal bar chart of mean |attribution| per field, largest on top.
+
+    The bar lengths are ``attribution.mean_abs()``. With ``max_fields`` only the
+    most important fields are drawn, and the subtitle gives the number left out.
+    """
+    importance = attribution.mean_abs()
+    n_hidden = 0
+    if max_fields is not None and len(importance) > max_fields:
+        n_hidden = len(importance) - max_fields
+        importance = importance.iloc[:max_fields]
+    units = _units(attribution)
+    gap = float(np.mean(attribution.relative_completeness_gap))
+    subtitle = (
+        f"{attribution.describe()} · {attribution.n_samples:,} samples"
+        f" · mean relative completeness gap {gap:.2%}"
+    )
+    if n_hidden:
+        subtitle += f" · {n_hidden} less important fields not shown"
+
+    figure = go.Figure(
+        go.Bar(
+            x=importance.to_numpy(),
+            y=list(importance.index),
+            orientation="h",
+            marker_color=NEGATIVE_COLOR,
+            text=[f"{value:.3f}" for value in importance.to_numpy()],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}<br>mean |attribution|: %{x:.4f} " + units + "<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title=_title("Field importance: mean |attribution| per field", subtitle),
+        xaxis_title=f"mean |attribution| ({units})",
+        yaxis={"autorange": "reversed", "title": None},
+        height=140 + 26 * len(importance),
+        margin={"l": 10, "r": 40, "t": 90, "b": 50},
+        showlegend=False,
+    )
+    return figure
+
+
+def _swarm_offsets(x: np.ndarray, order_key: np.ndarray, n_bins: int = 60, width: float = 0.8) -> np.ndarray:
+    """Spread points vertically around 0, as wide as the local density of ``x``.
+
+    Points fall into ``n_bins`` equal bins of ``x``. Inside a bin they alternate
+    above and below the centre line in order of ``order_key``, and the densest
+    bin spans ``width``, so the outline reads like a violin plot.
+    """
+    n = x.size
+    if n == 0:
+        return np.zeros(0)
+    low, high = float(np.min(x)), float(np.max(x))
+    if high > low:
+        bins = np.minimum(((x - low) / (high - low) * n_bins).astype(np.int64), n_bins - 1)
+    else:
+        bins = np.zeros(n, dtype=np.int64)
+    order = np.lexsort((order_key, bins))
+    sorted_bins = bins[order]
+    starts = np.searchsorted(sorted_bins, sorted_bins, side="left")
+    rank = np.arange(n) - starts
+    layer = (rank + 1) // 2
+    sign = np.where(rank % 2 == 1, 1.0, -1.0)
+    max_count = int(np.bincount(bins).max())
+    step = width / max(max_count, 2)
+    offsets = np.empty(n)
+    offsets[order] = sign * layer * step
+    return offsets
+
+
+def _value_frequency(raw: np.ndarray) -> np.ndarray:
+    """Share of samples whose raw value equals each sample's raw value."""
+    _, inverse, counts = np.unique(raw.astype(str), return_inverse=True, return_counts=True)
+    return counts[inverse] / raw.size
+
+
+def attribution_beeswarm(
+    attribution: Attribution,
+    *,
+    color_by: ColorBy = "frequency",
+    max_samples: int = 2000,
+    seed: int = 0,
+) -> go.Figure:
+    """Build a beeswarm-like strip plot: one dot per (sample, field), x = attribution, y = field.
+
+    Fields are ordered by mean |attribution|, most important on top. ``color_by``
+    is ``"frequency"`` (share of the attributed samples that have the same raw
+    value in that field, so rare values stand out) or ``"attribution"``. Hover
+    texts show ``field = raw value``, the attribution and the data set row. When
+    there are more than ``max_samples`` samples, a seeded random subset is drawn
+    and the subtitle notes it.
+    """
+    if color_by not in ("frequency", "attribution"):
+        msg = f"color_by must be 'frequency' or 'attribution'; got {color_by!r}"
+        raise ValueError(msg)
+    units = _units(attribution)
+    fields = list(attribution.mean_abs().index)
+    positions = np.arange(attribution.n_samples)
+    if attribution.n_samples > max_samples:
+        positions = np.sort(np.random.default_rng(seed).choice(attribution.n_samples, max_samples, replace=False))
+    column_of = {name: i for i, name in enumerate(attribution.field_names)}
+
+    xs, ys, colors, texts = [], [], [], []
+    for level, name in enumerate(fields):
+        raw_all = _raw_column(attribution, name)
+        frequency = _value_frequency(raw_all)[positions]
+        x = attribution.values[positions, column_of[name]]
+        color = frequency if color_by == "frequency" else x
+        xs.append(x)
+        # Ordering a bin by frequency groups equal values. Ordering by x would draw chevrons.
+        order_key = frequency if color_by == "frequency" else np.arange(x.size)
+        ys.append(level + _swarm_offsets(x, order_key))
+        colors.append(color)
+        texts.extend(
+            f"{field_value_label(name, raw)}<br>attribution: {value:+.4f} {units}<br>row {row}"
+            for raw, value, row in zip(raw_all[positions], x, attribution.rows[positions], strict=True)
+        )
+
+    if color_by == "frequency":
+        marker = {"colorscale": "Viridis", "cmin": 0.0, "cmax": 1.0, "colorbar": {"title": "value<br>frequency"}}
+    else:
+        limit = max(float(np.max(np.abs(np.concatenate(colors)))) if colors else 0.0, 1e-12)
+        marker = {
+            # Grey rather than white at 0, so that small attributions stay visible on a white background.
+            "colorscale": [[0.0, NEGATIVE_COLOR], [0.5, "#c8c8c8"], [1.0, POSITIVE_COLOR]],
+            "cmin": -limit,
+            "cmax": limit,
+            "colorbar": {"title": f"attribution<br>({units})"},
+        }
+    subtitle = attribution.describe() + f" · {positions.size:,} samples"
+    if positions.size < attribution.n_samples:
+        subtitle += f" (random subset of {attribution.n_samples:,})"
+
+    figure = go.Figure(
+        go.Scatter(
+            x=np.concatenate(xs) if xs else [],
+            y=np.concatenate(ys) if ys else [],
+            mode="markers",
+            marker={"color": np.concatenate(colors) if colors else [], "size": 4, "opacity": 0.75, **marker},
+            text=texts,
+            hovertemplate="%{text}<extra></extra>",
+        )
+    )
+    figure.add_vline(x=0.0, line_width=1, line_color=TOTAL_COLOR)
+    figure.update_layout(
+        title=_title("Attribution per field and sample", subtitle),
+        xaxis_title=f"attribution ({units}), right of 0 raises the predicted CTR",
+        yaxis={
+            "tickvals": list(range(len(fields))),
+            "ticktext": fields,
+            "autorange": "reversed",
+            "showgrid": False,
+            "zeroline": False,
+        },
+        height=140 + 34 * len(fields),
+        margin={"l": 10, "r": 10, "t": 90, "b": 50},
+        showlegend=False,
+    )
+    return figure
+
+
+def waterfall(attribution: Attribution, position: int = 0, *, max_fields: int | None = None) -> go.Figure:
+    """Build a waterfall from the base value to one sample's prediction, one step per field.
+
+    ``position`` indexes the samples of ``attribution`` (not the data set row).
+    Steps are sorted by |attribution|, largest first, and labelled ``field =
+    raw value``. With ``max_fields`` the smallest steps are merged into one
+    "other fields" step. When the attributions do not add up exactly to
+    prediction minus base value (Integrated Gradients approximates an
+    integral), the difference is drawn as its own "completeness gap" step, so
+    the final total equals the model's prediction up to ``GAP_TOLERANCE``.
+    The x axis is in the output space, and base value and prediction are also
+    given as probabilities.
+    """
+    sample = attribution.sample(position)
+    sample = sample.reindex(sample["attribution"].abs().sort_values(ascending=False, kind="stable").index)
+    units = _units(attribution)
+    base = float(attribution.base_values[position])
+    prediction = float(attribution.predictions[position])
+    row = int(attribution.rows[position])
+
+    labels = [f"base value: {format_ctr(sigmoid(base))}"]
+    hover = [f"base value (baseline input)<br>{base:+.4f} {units}, CTR {format_ctr(sigmoid(base))}"]
+    values = [base]
+    measures = ["absolute"]
+    texts = [f"{base:+.3f}"]
+    largest = sample if max_fields is None else sample.iloc[:max_fields]
+    for name, raw, value in zip(largest["field"], largest["raw_value"], largest["attribution"], strict=True):
+        labels.append(field_value_label(name, raw, MAX_LABEL_CHARS))
+        hover.append(f"{field_value_label(name, raw)}<br>attribution: {value:+.4f} {units}")
+        values.append(float(value))
+        measures.append("relative")
+        texts.append(f"{value:+.3f}")
+    rest = sample.iloc[len(largest) :]
+    if len(rest):
+        value = float(rest["attribution"].sum())
+        labels.append(f"{len(rest)} other fields")
+        hover.append(f"{len(rest)} other fields: {', '.join(rest['field'])}<br>sum: {value:+.4f} {units}")
+        values.append(value)
+        measures.append("relative")
+        texts.append(f"{value:+.3f}")
+    gap = prediction - base - float(sample["attribution"].sum())
+    if abs(gap) > GAP_TOLERANCE:
+        labels.append("completeness gap")
+        hover.append(
+            f"prediction − base value − sum of attributions<br>{gap:+.2e} {units} "
+            "(numerical error of the attribution method)"
+        )
+        values.append(gap)
+        measures.append("relative")
+        texts.append(f"{gap:+.1e}")
+    labels.append(f"prediction: {format_ctr(sigmoid(prediction))}")
+    hover.append(f"prediction<br>{prediction:+.4f} {units}, CTR {format_ctr(sigmoid(prediction))}")
+    # Plotly computes a "total" bar from the running sum and ignores its x value.
+    # The prediction is stored there anyway, so readers of the figure data find it.
+    values.append(prediction)
+    measures.append("total")
+    texts.append(f"{prediction:+.3f}")
+
+    figure = go.Figure(
+        go.Waterfall(
+            orientation="h",
+            measure=measures,
+            y=labels,
+            x=values,
+            text=texts,
+            # Base value and prediction bars start at 0, so their text goes inside to stay clear of the labels.
+            textposition=["inside" if measure != "relative" else "outside" for measure in measures],
+            cliponaxis=False,
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            increasing={"marker": {"color": POSITIVE_COLOR}},
+            decreasing={"marker": {"color": NEGATIVE_COLOR}},
+            totals={"marker": {"color": TOTAL_COLOR}},
+            connector={"line": {"color": "#b0b0b0", "width": 1}},
+        )
+    )
+    # Pad the axis so that text outside the longest bars does not run into the field labels.
+    running = np.cumsum(values[:-1])
+    low, high = min(0.0, float(running.min())), max(0.0, float(running.max()))
+    padding = 0.15 * max(high - low, 1e-6)
+    subtitle = (
+        f"{attribution.describe()} · base value {base:+.3f} {units} (CTR {format_ctr(sigmoid(base))})"
+        f" → prediction {prediction:+.3f} {units} (CTR {format_ctr(sigmoid(prediction))})"
+    )
+    figure.update_layout(
+        title=_title(f"Field attributions for row {row}", subtitle),
+        xaxis={
+            "title": f"{units} (log-odds of a click)" if units == "logit" else units,
+            "range": [low - padding, high + padding],
+        },
+        yaxis={"autorange": "reversed", "title": None, "type": "category"},
+        height=150 + 26 * len(labels),
+        margin={"l": 10, "r": 60, "t": 90, "b": 50},
+        showlegend=False,
+    )
+    return figure
