@@ -81,10 +81,9 @@ def importance_bar(attribution: Attribution, *, max_fields: int | None = None) -
         n_hidden = len(importance) - max_fields
         importance = importance.iloc[:max_fields]
     units = _units(attribution)
-    gap = float(np.mean(attribution.relative_completeness_gap))
     subtitle = (
         f"{attribution.describe()} · {attribution.n_samples:,} samples"
-        f" · mean relative completeness gap {gap:.2%}"
+        f" · completeness gap share {attribution.completeness_gap_share:.2%}"
     )
     if n_hidden:
         subtitle += f" · {n_hidden} less important fields not shown"

@@ -7,8 +7,8 @@ from workbench import figures
 from workbench.app import state
 from workbench.explain import BASELINES
 
-# Mean relative completeness gap above which the page suggests more steps (a rule of thumb, not a standard).
-GAP_WARNING = 0.05
+# Completeness gap share above which the page suggests more steps (a rule of thumb, not a standard).
+GAP_WARNING = 0.01
 
 st.title("Field importance")
 data = state.require_data()
@@ -54,9 +54,12 @@ gap = attribution.relative_completeness_gap
 columns = st.columns(3)
 columns[0].metric("Rows explained", f"{attribution.n_samples:,}")
 columns[1].metric(
-    "Mean relative completeness gap",
-    f"{gap.mean():.3%}",
-    help="|sum of attributions − (prediction − base value)| ÷ |prediction − base value|, averaged over rows.",
+    "Completeness gap share",
+    f"{attribution.completeness_gap_share:.3%}",
+    help=(
+        "Mean |sum of attributions − (prediction − base value)| ÷ mean |prediction − base value|: "
+        "how much of the output change the attributions miss."
+    ),
 )
 columns[2].metric(
     "Median relative completeness gap",
@@ -66,7 +69,7 @@ columns[2].metric(
         "and the median is robust to them."
     ),
 )
-if gap.mean() > GAP_WARNING:
+if attribution.completeness_gap_share > GAP_WARNING:
     st.warning("The attributions add up poorly to prediction − base value. Increase the integration steps.")
 st.caption(f"{attribution.describe()} · attributions are in logit units (log-odds of a click).")
 

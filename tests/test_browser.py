@@ -1,0 +1,174 @@
+"""The app in a real Chromium: ``streamlit run app.py`` on 127.0.0.1, driven with Playwright.
+
+Set ``WORKBENCH_SCREENSHOT`` to a file path to also save a 1400×900 screenshot
+of the sample explorer with its waterfall.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from workbench import figures
+from workbench.app import sources
+from workbench.bundle import load_bundle
+from workbench.data import load_dataset
+from workbench.training import predict_logits
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STARTUP_TIMEOUT_S = 90
+PAGE_TIMEOUT_MS = 90_000
+ROW = 42
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+    """Poll Streamlit's health endpoint until it returns ``ok``, and fail early when the server exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            output = server.stdout.read() if server.stdout else ""
+            pytest.fail(f"streamlit exited with code {server.returncode} before answering:\n{output}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"streamlit did not answer at {url} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_models_dir, tiny_data_dir, tmp_path_factory):
+    """URL of a ``streamlit run app.py`` server configured with the tiny bundle and data folders.
+
+    The server stops after the last test of the module.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        sources.MODELS_DIR_ENV: str(tiny_models_dir),
+        sources.DATA_DIR_ENV: str(tiny_data_dir),
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        "HOME": str(tmp_path_factory.mktemp("home")),
+    }
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(REPO_ROOT / "app.py"),
+        "--server.address", "127.0.0.1",
+        "--server.port", str(port),
+        "--server.headless", "true",
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, STARTUP_TIMEOUT_S)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+# Streamlit's plotly theme wraps titles in <b> tags, so titles are matched with includes().
+WATERFALL_TRACES_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(plot => (plot.data || []).some(trace => trace.type === 'waterfall'))
+    .map(plot => ({title: plot.layout.title.text, x: plot.data[0].x, y: plot.data[0].y}))
+"""
+
+
+def test_explorer_waterfall_in_browser(app_url, browser, tiny_bundle_path, tiny_data_dir):
+    bundle = load_bundle(tiny_bundle_path)
+    dataset = load_dataset(tiny_data_dir / "ad_clicks" / "test.parquet", bundle.schema)
+    logit = float(predict_logits(bundle.model, dataset)[ROW])
+    expected_ctr = figures.format_ctr(figures.sigmoid(logit))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+    page.get_by_text("tiny-deepfm", exact=True).first.wait_for()
+
+    page.get_by_role("link", name="Sample explorer").click()
+    page.get_by_role("heading", name="Sample explorer").wait_for()
+    page.get_by_text("Waterfall of field attributions").wait_for()
+    row_input = page.get_by_role("spinbutton", name="Row number")
+    row_input.fill(str(ROW))
+    row_input.press("Enter")
+    page.wait_for_function(
+        f"() => ({WATERFALL_TRACES_JS})().some(plot => plot.title.includes('Field attributions for row {ROW}'))"
+    )
+
+    plots = page.evaluate(WATERFALL_TRACES_JS)
+    assert len(plots) == 1
+    assert plots[0]["x"][-1] == pytest.approx(logit, abs=1e-5)
+    city = dataset.raw_values()["city"].iloc[ROW]
+    assert f"city = {city}" in plots[0]["y"]
+    page.get_by_text(expected_ctr, exact=True).first.wait_for()
+
+    screenshot = os.environ.get("WORKBENCH_SCREENSHOT")
+    if screenshot:
+        page.wait_for_timeout(500)  # let plotly finish its transition before capturing
+        page.screenshot(path=screenshot)
+    page.close()
+
+
+def test_typed_bad_bundle_in_browser(app_url, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+
+    typed = page.get_by_role("textbox", name="…or a bundle folder path")
+    typed.fill(str(tmp_path))
+    typed.press("Enter")
+    alert = page.locator("[data-testid='stAlertContentError']")
+    alert.wait_for()
+
+    assert "manifest.json is missing" in alert.inner_text()
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
