@@ -54,7 +54,7 @@ from workbench.zoo.base import CTRModel
 DEFAULT_MAX_PLAYERS = 16
 
 VALUES_PER_BLOCK = 2**21
-"""Game values (float64) held at once per index transform; samples are processed in blocks of this size."""
+"""Maximum number of game values (float64) per block of samples, which bounds the memory of the index transforms."""
 
 
 # --- index math on raw game values ------------------------------------------
@@ -154,7 +154,7 @@ def indices_from_values(values: np.ndarray) -> IndexValues:
     codes = np.arange(2**n_players)
     sizes = np.array([int(c).bit_count() for c in codes])
     singletons = 1 << np.arange(n_players)
-    # pair_codes[i, j] is the bitmask of {i, j}; the diagonal reads a singleton and is zeroed below.
+    # pair_codes[i, j] is the bitmask of {i, j}. The diagonal reads a singleton and is set to 0 below.
     pair_codes = singletons[:, None] | singletons[None, :]
     diagonal = np.arange(n_players)
 
@@ -291,7 +291,7 @@ def exact_indices(
     n_samples = game.n_samples
     block = max(1, VALUES_PER_BLOCK // coalitions.shape[0])
     parts: list[IndexValues] = []
-    kept: list[np.ndarray] = []
+    kept_values: list[np.ndarray] = []
     for start in range(0, n_samples, block):
         stop = min(start + block, n_samples)
         on_block = None
@@ -303,7 +303,7 @@ def exact_indices(
         values = game.values(coalitions, samples=slice(start, stop), progress=on_block)
         parts.append(indices_from_values(values))
         if keep_values:
-            kept.append(values)
+            kept_values.append(values)
 
     def stacked(name: str) -> np.ndarray:
         return np.concatenate([getattr(part, name) for part in parts])
@@ -349,7 +349,7 @@ def exact_indices(
         sii=interaction("SII", "shapley", "sii"),
         stii=interaction("STII", "stii_main", "stii"),
         fsii=interaction("FSII", "fsii_main", "fsii"),
-        values=np.concatenate(kept) if keep_values else None,
+        values=np.concatenate(kept_values) if keep_values else None,
     )
 
 

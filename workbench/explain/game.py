@@ -177,8 +177,8 @@ class EmbeddingGame:
         self.player_names, self.player_fields, self.membership = resolve_players(self.field_names, players)
         self.n_model_evaluations = 0
 
-        # NOTE: only the CPU path has been run; on a GPU, rows are built and forwarded
-        # on the model's device and the values gathered on the CPU.
+        # NOTE: only the CPU path has been run. On a GPU, rows are built and forwarded
+        # on the model's device, and the values are gathered on the CPU.
         try:
             self.device = next(model.parameters()).device
         except StopIteration:
