@@ -10,14 +10,14 @@ is computed in place in ``O(P · 2**P)`` per sample. Every index below is linear
 in ``v`` and splits each coefficient ``m(T)`` among the players or pairs inside
 ``T`` with a weight that depends on ``t = |T|`` only:
 
-=====================  ==========================================  ==============================================
-index                  order 1 (player i)                          order 2 (pair {i, j})
-=====================  ==========================================  ==============================================
-Shapley / SII          φ_i = Σ_{T ∋ i} m(T) / t                    SII_ij = Σ_{T ⊇ {i,j}} m(T) / (t − 1)
-Banzhaf / BII          β_i = Σ_{T ∋ i} m(T) / 2^{t−1}              BII_ij = Σ_{T ⊇ {i,j}} m(T) / 2^{t−2}
-STII (order 2)         m({i}) = v({i}) − v(∅)                      STII_ij = Σ_{T ⊇ {i,j}} m(T) / C(t, 2)
-FSII (order 2)         Σ_{T ∋ i} m(T) · (−2 (t − 2)) / (t (t + 1))  FSII_ij = Σ_{T ⊇ {i,j}} m(T) · 6 / (t (t + 1))
-=====================  ==========================================  ==============================================
+==============  ===========================================  ==============================================
+index           order 1 (player i)                           order 2 (pair {i, j})
+==============  ===========================================  ==============================================
+Shapley / SII   φ_i = Σ_{T ∋ i} m(T) / t                     SII_ij = Σ_{T ⊇ {i,j}} m(T) / (t − 1)
+Banzhaf / BII   β_i = Σ_{T ∋ i} m(T) / 2^{t−1}               BII_ij = Σ_{T ⊇ {i,j}} m(T) / 2^{t−2}
+STII (order 2)  m({i}) = v({i}) − v(∅)                       STII_ij = Σ_{T ⊇ {i,j}} m(T) / C(t, 2)
+FSII (order 2)  Σ_{T ∋ i} m(T) · (−2 (t − 2)) / (t (t + 1))  FSII_ij = Σ_{T ⊇ {i,j}} m(T) · 6 / (t (t + 1))
+==============  ===========================================  ==============================================
 
 Shapley values and STII are efficient (their terms add up to ``v(N) − v(∅)``)
 because their weights over the members of ``T`` sum to 1 for every ``T``. FSII
@@ -294,12 +294,7 @@ def exact_indices(
     kept_values: list[np.ndarray] = []
     for start in range(0, n_samples, block):
         stop = min(start + block, n_samples)
-        on_block = None
-        if progress is not None:
-
-            def on_block(fraction: float, start: int = start, stop: int = stop) -> None:
-                progress((start + fraction * (stop - start)) / n_samples)
-
+        on_block = _block_progress(progress, start / n_samples, stop / n_samples)
         values = game.values(coalitions, samples=slice(start, stop), progress=on_block)
         parts.append(indices_from_values(values))
         if keep_values:
@@ -351,6 +346,15 @@ def exact_indices(
         fsii=interaction("FSII", "fsii_main", "fsii"),
         values=np.concatenate(kept_values) if keep_values else None,
     )
+
+
+def _block_progress(
+    progress: Callable[[float], None] | None, low: float, high: float
+) -> Callable[[float], None] | None:
+    """Map a block's finished fraction in [0, 1] onto [low, high] of the whole run."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(low + fraction * (high - low))
 
 
 def _select_samples(
