@@ -46,6 +46,10 @@ class Interaction:
     parameters: dict[str, Any] = field(default_factory=dict)
     labels: np.ndarray | None = None
     raw_values: pd.DataFrame | None = None
+    main_effect_errors: np.ndarray | None = None
+    """Standard errors of ``main_effects`` for sampled estimators (same shape); None when exact."""
+    pair_errors: np.ndarray | None = None
+    """Standard errors of ``pairs`` for sampled estimators (same shape); None when exact."""
 
     def __post_init__(self) -> None:
         if self.main_effects.ndim != 2:

@@ -31,9 +31,14 @@ class Attribution:
     parameters: dict[str, Any] = field(default_factory=dict)
     labels: np.ndarray | None = None
     raw_values: pd.DataFrame | None = None
+    standard_errors: np.ndarray | None = None
+    """Standard error of each value for sampled methods, shape like ``values``; None for deterministic ones."""
 
     def __post_init__(self) -> None:
         n_samples, n_fields = self.values.shape
+        if self.standard_errors is not None and self.standard_errors.shape != self.values.shape:
+            msg = f"standard_errors must have shape {self.values.shape}; got {self.standard_errors.shape}"
+            raise ValueError(msg)
         if n_fields != len(self.field_names):
             msg = f"values have {n_fields} columns but there are {len(self.field_names)} field names"
             raise ValueError(msg)
@@ -108,6 +113,8 @@ class Attribution:
                 "prediction": np.repeat(self.predictions, n_fields),
             }
         )
+        if self.standard_errors is not None:
+            frame["standard_error"] = self.standard_errors.reshape(-1)
         if self.raw_values is not None:
             frame.insert(2, "raw_value", self.raw_values.to_numpy(dtype=object).reshape(-1).astype(str))
         if self.labels is not None:
