@@ -103,7 +103,7 @@ def save_bundle(
 ) -> Path:
     """Write ``model`` as a bundle folder at ``path`` and return the path.
 
-    An existing folder is only replaced when ``overwrite`` is true; the bundle
+    An existing folder is only replaced when ``overwrite`` is true. The bundle
     is written to a temporary folder first, so a failed save leaves nothing half
     written.
     """

@@ -1,4 +1,4 @@
-"""The ``workbench`` command: train, evaluate, explain and serve.
+"""The ``workbench`` command: train, evaluate, explain, interactions and serve.
 
 Errors a user can fix (missing files, bad schemas, inconsistent bundles, bad
 options) print one ``error:`` line and exit with status 2, without a traceback.
@@ -12,13 +12,15 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workbench.bundle import BundleError, json_safe, load_bundle, save_bundle
+from workbench.bundle import Bundle, BundleError, json_safe, load_bundle, save_bundle
 from workbench.data import (
+    CTRDataset,
     DataError,
     data_format,
     encode,
@@ -28,10 +30,24 @@ from workbench.data import (
     read_frame,
     read_schema_spec,
 )
+from workbench.explain import (
+    INTERACTION_INDICES,
+    METHODS,
+    background_sample,
+    check_method_name,
+    explain,
+    groups_from_json,
+    interactions,
+    method_names,
+)
+from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAME_BASELINES, OUTPUT_SPACES
+from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
 from workbench.zoo import ARCHITECTURES, build_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BACKGROUND_ROWS = 100
+"""Background rows for the mean and expectation baselines when --background-rows is not given."""
 USER_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexError, FileNotFoundError)
 
 
@@ -73,6 +89,68 @@ def _non_negative_float(text: str) -> float:
         msg = f"expected a number >= 0; got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _method_name(text: str) -> str:
+    """Accept a registered method name; otherwise say why not, including for methods that cannot work on ids."""
+    try:
+        return check_method_name(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("explain: ")) from None
+
+
+def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) -> None:
+    """Add the inputs that ``explain`` and ``interactions`` share: files, rows, baseline, players and memory."""
+    command.add_argument("bundle", type=Path, help="bundle folder")
+    command.add_argument("data", type=Path, help="data file with the bundle's fields and label")
+    command.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    command.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    command.add_argument(
+        "--rows", type=_positive_int, default=default_rows, help=f"explain the first N rows (default: {default_rows})"
+    )
+    command.add_argument("--row-ids", type=_int_list_any, help="explain these 0-based rows instead, comma-separated")
+    command.add_argument(
+        "--baseline",
+        choices=list(GAME_BASELINES),
+        default="zero",
+        help=(
+            "reference input (default: zero embedding). "
+            + "; ".join(f"{name}: {text}" for name, text in GAME_BASELINES.items())
+        ),
+    )
+    command.add_argument(
+        "--output-space",
+        choices=list(OUTPUT_SPACES),
+        default="logit",
+        help="unit of the values: logit (log-odds of a click) or probability (CTR, 0 to 1) (default: logit)",
+    )
+    command.add_argument(
+        "--background-rows",
+        type=_positive_int,
+        help=(
+            f"rows drawn at random (seeded by --seed) from the rows read, as background for --baseline mean or "
+            f"expectation (default: {DEFAULT_BACKGROUND_ROWS}); expectation multiplies the cost by this number"
+        ),
+    )
+    command.add_argument("--seed", type=int, default=0, help="seed for drawing the background rows (default: 0)")
+    command.add_argument(
+        "--groups",
+        type=Path,
+        help=(
+            'JSON file mapping group name to a list of fields, such as {"user": ["user_id", "gender"], ...}; each '
+            "group acts as one player and every field must be in exactly one group (default: one player per field)"
+        ),
+    )
+    command.add_argument(
+        "--chunk-size",
+        type=_positive_int,
+        default=DEFAULT_CHUNK_SIZE,
+        help=(
+            f"rows per forward pass of the coalition game; caps memory and does not change the values "
+            f"(default: {DEFAULT_CHUNK_SIZE}); not used by integrated_gradients"
+        ),
+    )
+    command.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,22 +236,59 @@ def build_parser() -> argparse.ArgumentParser:
     explain = commands.add_parser(
         "explain", help="write field attributions of a bundle on a data file to Parquet",
         description=(
-            "Attribute predictions to fields with Integrated Gradients on the field embeddings (logit units) and "
-            "write one line per (row, field) to Parquet: row, field, raw_value, attribution, base_value, prediction, "
-            "label, method, baseline, output_space."
+            "Attribute predictions to fields (or field groups) and write one line per (row, field) to Parquet: row, "
+            "field, raw_value, attribution, base_value, prediction, label, method, baseline, output_space, and "
+            "standard_error for sampled methods. The default method is Integrated Gradients on the field embeddings, "
+            "in logit units (log-odds of a click)."
         ),
     )
-    explain.add_argument("bundle", type=Path, help="bundle folder")
-    explain.add_argument("data", type=Path, help="data file with the bundle's fields and label")
-    explain.add_argument("--out", required=True, type=Path, help="Parquet file to write")
-    explain.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
-    explain.add_argument("--rows", type=_positive_int, default=1000, help="explain the first N rows (default: 1000)")
-    explain.add_argument("--row-ids", type=_int_list_any, help="explain these 0-based rows instead, comma-separated")
-    explain.add_argument("--baseline", choices=["zero", "oov"], default="zero", help="reference input (default: zero embedding)")
-    explain.add_argument("--n-steps", type=_positive_int, default=50, help="integration points per sample (default: 50)")
-    explain.add_argument("--batch-size", type=_positive_int, default=128, help="samples per batch (default: 128)")
-    explain.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
+    _add_explain_inputs(explain, default_rows=1000)
+    explain.add_argument(
+        "--method",
+        type=_method_name,
+        metavar="{" + ",".join(method_names(include_auto=True)) + "}",
+        default="integrated_gradients",
+        help=(
+            "attribution method (default: integrated_gradients). auto: exact_shapley up to 16 players. "
+            + "; ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items())
+        ),
+    )
+    explain.add_argument(
+        "--n-steps",
+        type=_positive_int,
+        help="integration points per sample (default: 50); integrated_gradients only",
+    )
+    explain.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="samples per backward pass (default: 128); integrated_gradients only",
+    )
     explain.set_defaults(handler=run_explain)
+
+    interactions_cmd = commands.add_parser(
+        "interactions", help="write pairwise field interactions of a bundle on a data file to Parquet",
+        description=(
+            "Compute exact pair interaction indices of fields (or field groups) from all 2**n_players coalitions and "
+            "write Interaction.to_frame() to Parquet: one line per (row, player) with order 1 and per (row, pair) "
+            "with order 2, columns row, player_i, player_j, order, value, index, baseline, output_space. Prints the "
+            "pairs with the largest mean |value| as JSON. The cost is rows * 2**n_players forward passes."
+        ),
+    )
+    _add_explain_inputs(interactions_cmd, default_rows=200)
+    interactions_cmd.add_argument(
+        "--index",
+        choices=list(INTERACTION_INDICES),
+        default="SII",
+        type=str.upper,
+        help=(
+            "interaction index (default: SII). "
+            + "; ".join(f"{name}: {text}" for name, text in INTERACTION_INDICES.items())
+        ),
+    )
+    interactions_cmd.add_argument(
+        "--top", type=_positive_int, default=10, help="number of pairs to print, by mean |value| (default: 10)"
+    )
+    interactions_cmd.set_defaults(handler=run_interactions)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
@@ -291,18 +406,58 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_explain(args: argparse.Namespace) -> int:
-    from workbench.explain import integrated_gradients
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        msg = f"{str(out)!r} already exists; choose another --out or pass --overwrite"
+        raise CLIError(msg)
+    if out.suffix.lower() not in (".parquet", ".pq"):
+        msg = f"--out must end in .parquet; got {str(out)!r}"
+        raise CLIError(msg)
 
-    if args.out.exists() and not args.overwrite:
-        msg = f"{str(args.out)!r} already exists; choose another --out or pass --overwrite"
+
+def _read_groups(path: Path | None) -> dict[str, list[str]] | None:
+    if path is None:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        msg = f"--groups file not found: {str(path)!r}"
+        raise CLIError(msg) from None
+    except (OSError, UnicodeDecodeError) as err:
+        msg = f"cannot read the --groups file {str(path)!r}: {err}"
+        raise CLIError(msg) from err
+    try:
+        return groups_from_json(text)
+    except ValueError as err:
+        msg = f"--groups file {str(path)!r}: {err}"
+        raise CLIError(msg) from err
+
+
+@dataclass
+class ExplainInputs:
+    """What ``explain`` and ``interactions`` read from their shared options."""
+
+    bundle: Bundle
+    dataset: CTRDataset
+    rows: np.ndarray
+    players: dict[str, list[str]] | None
+    background: dict[str, Any] | None
+
+
+def _load_explain_inputs(args: argparse.Namespace) -> ExplainInputs:
+    """Check the shared options, then load the bundle, the data, the rows, the groups and the background."""
+    _check_out(args.out, args.overwrite)
+    uses_background = args.baseline in BACKGROUND_BASELINES
+    if args.background_rows is not None and not uses_background:
+        msg = f"--background-rows is used only with --baseline mean or expectation; got --baseline {args.baseline}"
         raise CLIError(msg)
-    if args.out.suffix.lower() not in (".parquet", ".pq"):
-        msg = f"--out must end in .parquet; got {str(args.out)!r}"
-        raise CLIError(msg)
+    players = _read_groups(args.groups)
     bundle = load_bundle(args.bundle)
     max_rows = None if args.row_ids else args.rows
     dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=max_rows)
+    if len(dataset) == 0:
+        msg = f"{str(args.data)!r} has no rows"
+        raise CLIError(msg)
     if args.row_ids:
         rows = np.asarray(args.row_ids, dtype=np.int64)
         if rows.max() >= len(dataset):
@@ -310,8 +465,35 @@ def run_explain(args: argparse.Namespace) -> int:
             raise CLIError(msg)
     else:
         rows = np.arange(len(dataset))
-    attribution = integrated_gradients(
-        bundle.model, dataset, rows, baseline=args.baseline, n_steps=args.n_steps, batch_size=args.batch_size
+    background = None
+    if uses_background:
+        n_background = args.background_rows or DEFAULT_BACKGROUND_ROWS
+        background = background_sample(dataset, n_background, seed=args.seed)
+    return ExplainInputs(bundle=bundle, dataset=dataset, rows=rows, players=players, background=background)
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    method_options: dict[str, Any] = {}
+    for option, name in (("--n-steps", "n_steps"), ("--batch-size", "batch_size")):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.method != "integrated_gradients":
+            msg = f"{option} applies only to --method integrated_gradients; got --method {args.method}"
+            raise CLIError(msg)
+        method_options[name] = value
+    inputs = _load_explain_inputs(args)
+    attribution = explain(
+        inputs.bundle.model,
+        inputs.dataset,
+        inputs.rows,
+        method=args.method,
+        baseline=args.baseline,
+        players=inputs.players,
+        output_space=args.output_space,
+        background=inputs.background,
+        chunk_size=args.chunk_size,
+        **method_options,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     attribution.to_parquet(args.out)
@@ -321,8 +503,50 @@ def run_explain(args: argparse.Namespace) -> int:
         "method": attribution.method,
         "baseline": attribution.baseline,
         "output_space": attribution.output_space,
+        "efficient": METHODS[attribution.method].efficient,
         "completeness_gap_share": attribution.completeness_gap_share,
         "mean_abs_attribution": {k: round(float(v), 6) for k, v in attribution.mean_abs().items()},
+    }
+    if attribution.standard_errors is not None:
+        summary["mean_standard_error"] = float(np.mean(attribution.standard_errors))
+    print(json.dumps(json_safe(summary), indent=1))
+    return 0
+
+
+def run_interactions(args: argparse.Namespace) -> int:
+    inputs = _load_explain_inputs(args)
+    interaction = interactions(
+        inputs.bundle.model,
+        inputs.dataset,
+        inputs.rows,
+        index=args.index,
+        baseline=args.baseline,
+        players=inputs.players,
+        output_space=args.output_space,
+        background=inputs.background,
+        chunk_size=args.chunk_size,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_interaction_parquet(interaction, args.out)
+    pairs = top_pairs(interaction, args.top)
+    summary = {
+        "out": str(args.out),
+        "rows": int(interaction.n_samples),
+        "index": interaction.index,
+        "baseline": interaction.baseline,
+        "output_space": interaction.output_space,
+        "players": list(interaction.player_names),
+        "efficient": interaction.is_efficient,
+        "mean_completeness_gap": float(interaction.completeness_gap.mean()),
+        "top_pairs": [
+            {
+                "player_i": pair.player_i,
+                "player_j": pair.player_j,
+                "mean_abs_value": round(float(pair.mean_abs_value), 6),
+                "mean_value": round(float(pair.mean_value), 6),
+            }
+            for pair in pairs.itertuples(index=False)
+        ],
     }
     print(json.dumps(json_safe(summary), indent=1))
     return 0

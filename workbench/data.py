@@ -7,9 +7,9 @@ with model inputs per field, labels in {0, 1} and the per-field OOV counts.
 libfm rows look like ``label token token ...`` with labels -1/0/1. A token is
 either ``field:index:value`` (libffm style) or ``index:value``. Indices are
 named through a feature map, a TSV file with the columns ``index``, ``field``
-and ``raw_value`` (Frappe ships one as ``feature_map.tsv``); without it the
-raw value of a token is its index and, for two-part tokens, the field cannot be
-known, so the reader stops with an error.
+and ``raw_value`` (Frappe ships one as ``feature_map.tsv``). Without a feature
+map the raw value of a token is its index. Two-part tokens then name no field,
+so the reader stops with an error.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Training with early stopping on validation AUC, and evaluation with scikit-learn metrics.
 
-The recipe follows what FuxiCTR uses for the BARS benchmarks: Adam, binary
-cross-entropy on the logit, L2 regularisation of the embedding tables
-(``embedding_regularizer``, added to the gradient like Adam's ``weight_decay``),
-and after an epoch without a better validation AUC the learning rate is divided
-by 10; training stops after ``patience`` such epochs and the best weights are
+The recipe follows what FuxiCTR uses for the BARS benchmarks. It uses Adam,
+binary cross-entropy on the logit and L2 regularisation of the embedding tables
+(``embedding_regularizer``, added to the gradient like Adam's ``weight_decay``).
+After an epoch without a better validation AUC the learning rate is divided by
+10. Training stops after ``patience`` such epochs, and the best weights are
 restored.
 """
 
@@ -56,7 +56,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What training did: per-epoch history, the best epoch and its validation metrics."""
+    """Training outcome: per-epoch history, the best epoch and its validation metrics."""
 
     best_epoch: int
     valid_metrics: dict[str, float]

@@ -4,9 +4,9 @@ A model is split in two: ``field_embedding`` maps the input dict to field
 embeddings of shape ``(batch_size, n_fields, embedding_width)``, and
 ``logit_from_embeddings`` maps those to one logit per sample. ``forward``
 chains the two. Explainers mask or interpolate fields on the embedding tensor,
-so everything a field contributes must pass through its slot there; models
-with a first-order weight per feature keep that weight in an extra column of
-the same slot rather than in a separate table.
+so everything a field contributes must pass through its slot there. Models
+with a first-order weight per feature therefore keep that weight in an extra
+column of the same slot rather than in a separate table.
 """
 
 from __future__ import annotations
