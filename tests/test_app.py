@@ -28,9 +28,11 @@ PAGES = {
     "overview": "workbench/app/pages/overview.py",
     "importance": "workbench/app/pages/importance.py",
     "explorer": "workbench/app/pages/explorer.py",
+    "interactions": "workbench/app/pages/interactions.py",
 }
 TIMEOUT_S = 60
 IMPORTANCE_ROWS = 150
+INTERACTIONS_ROWS = 30
 
 
 @pytest.fixture
@@ -57,6 +59,7 @@ def open_page(page: str, **session_state) -> AppTest:
     """Run the app, switch to ``page`` and run it again, with ``session_state`` seeded before the first run."""
     app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
     app.session_state["importance_rows"] = IMPORTANCE_ROWS
+    app.session_state["interactions_rows"] = INTERACTIONS_ROWS
     for key, value in session_state.items():
         app.session_state[key] = value
     app.run()
@@ -306,7 +309,7 @@ def test_overview_keeps_model_card_when_data_fails(app_env, tmp_path):
 def call_counts(monkeypatch):
     """Count calls of the expensive functions the app's cached loaders wrap."""
     counts: Counter[str] = Counter()
-    for name in ("integrated_gradients", "load_dataset", "load_bundle", "evaluate"):
+    for name in ("explain", "load_dataset", "load_bundle", "evaluate"):
         original = getattr(state, name)
 
         def counted(*args, _name=name, _original=original, **kwargs):
@@ -320,7 +323,7 @@ def call_counts(monkeypatch):
 def test_unrelated_widget_does_not_recompute(app_env, call_counts, tiny_bundle_path):
     app = open_page("importance")
     # open_page runs the overview first, which evaluates the model once.
-    expected = Counter(integrated_gradients=1, load_dataset=1, load_bundle=1, evaluate=1)
+    expected = Counter(explain=1, load_dataset=1, load_bundle=1, evaluate=1)
     assert call_counts == expected
 
     app.radio(key="beeswarm_color").set_value("attribution").run()
@@ -340,7 +343,7 @@ def test_changed_parameter_recomputes(app_env, call_counts):
     app.button(key="importance_submit").click().run()
 
     assert not app.exception
-    assert call_counts["integrated_gradients"] == 2
+    assert call_counts["explain"] == 2
     assert call_counts["load_dataset"] == 1
     assert "steps: 8" in plotly_specs(app)["importance_bar"]["layout"]["title"]["subtitle"]["text"]
 

@@ -1,4 +1,4 @@
-"""The workbench command: train, evaluate and explain on files written here, plus its error handling."""
+"""The workbench command: train, evaluate, explain and interactions on files written here, plus its error handling."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from helpers import REPO_ROOT, run_cli, synthetic_frame, write_csv, write_schema_json
 from helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from workbench.bundle import MANIFEST_NAME, load_bundle, read_manifest
-from workbench.data import file_fingerprint
+from workbench.data import file_fingerprint, load_dataset
+from workbench.explain import background_sample, explain, interactions
 
 TINY = ["--embedding-dim", "4", "--hidden-units", "8", "--epochs", "1", "--batch-size", "256", "--quiet"]
 ATTRIBUTION_COLUMNS = [
@@ -267,6 +269,243 @@ def test_explain_row_ids_and_baseline(trained, sample, tmp_path):
     assert set(frame["baseline"]) == {"oov"}
 
 
+def _explain_argv(trained, sample, out, *options: str) -> list[str]:
+    return ["explain", str(trained["out"]), str(sample / "test.csv"), "--out", str(out), *options]
+
+
+def _library_inputs(trained, sample, n_rows):
+    bundle = load_bundle(trained["out"])
+    return bundle.model, load_dataset(sample / "test.csv", bundle.schema, max_rows=n_rows)
+
+
+def test_explain_exact_shapley_probability(trained, sample, tmp_path):
+    out = tmp_path / "shapley.parquet"
+
+    status, stdout, stderr = run_cli(
+        _explain_argv(trained, sample, out, "--rows", "12", "--method", "exact_shapley", "--output-space", "probability")
+    )
+    frame = pd.read_parquet(out)
+    model, dataset = _library_inputs(trained, sample, 12)
+    expected = explain(model, dataset, method="exact_shapley", output_space="probability")
+
+    assert status == 0, stderr
+    assert set(frame["method"]) == {"exact_shapley"}
+    assert set(frame["output_space"]) == {"probability"}
+    np.testing.assert_allclose(frame["attribution"].to_numpy(), expected.values.reshape(-1), rtol=0, atol=1e-12)
+    sums = frame.groupby("row")["attribution"].sum()
+    spans = frame.groupby("row")["prediction"].first() - frame.groupby("row")["base_value"].first()
+    np.testing.assert_allclose(sums.to_numpy(), spans.to_numpy(), atol=1e-9)
+    assert json.loads(stdout)["efficient"] is True
+
+
+def test_explain_auto_runs_exact_shapley(trained, sample, tmp_path):
+    out = tmp_path / "auto.parquet"
+
+    status, stdout, stderr = run_cli(_explain_argv(trained, sample, out, "--rows", "5", "--method", "auto"))
+
+    assert status == 0, stderr
+    assert json.loads(stdout)["method"] == "exact_shapley"
+    assert set(pd.read_parquet(out)["method"]) == {"exact_shapley"}
+
+
+def test_explain_banzhaf_not_efficient(trained, sample, tmp_path):
+    status, stdout, stderr = run_cli(
+        _explain_argv(trained, sample, tmp_path / "b.parquet", "--rows", "5", "--method", "exact_banzhaf")
+    )
+
+    assert status == 0, stderr
+    assert json.loads(stdout)["efficient"] is False
+
+
+@pytest.mark.parametrize("baseline", ["mean", "expectation"])
+def test_explain_background_rows(trained, sample, tmp_path, baseline):
+    out = tmp_path / "background.parquet"
+    argv = _explain_argv(
+        trained, sample, out, "--rows", "8", "--method", "exact_shapley", "--baseline", baseline,
+        "--background-rows", "5", "--seed", "3",
+    )
+
+    status, _, stderr = run_cli(argv)
+    model, dataset = _library_inputs(trained, sample, 8)
+    expected = explain(
+        model, dataset, method="exact_shapley", baseline=baseline, background=background_sample(dataset, 5, seed=3)
+    )
+
+    assert status == 0, stderr
+    frame = pd.read_parquet(out)
+    assert set(frame["baseline"]) == {baseline}
+    np.testing.assert_allclose(frame["attribution"].to_numpy(), expected.values.reshape(-1), rtol=0, atol=1e-12)
+
+
+def test_explain_groups_file(trained, sample, tmp_path):
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"where": ["city", "device"], "who": ["age", "history", "vec"]}), encoding="utf-8")
+    out = tmp_path / "groups.parquet"
+
+    status, stdout, stderr = run_cli(
+        _explain_argv(trained, sample, out, "--rows", "6", "--method", "exact_shapley", "--groups", str(groups))
+    )
+    frame = pd.read_parquet(out)
+    raw = pd.read_csv(sample / "test.csv").iloc[:6]
+
+    assert status == 0, stderr
+    assert frame["field"].unique().tolist() == ["where", "who"]
+    assert set(json.loads(stdout)["mean_abs_attribution"]) == {"where", "who"}
+    expected = [f"city={c}, device={d}" for c, d in zip(raw["city"], raw["device"], strict=True)]
+    assert frame.query("field == 'where'")["raw_value"].tolist() == expected
+
+
+def test_explain_chunk_size_keeps_values(trained, sample, tmp_path):
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    for path, chunk in zip(paths, ["7", "32768"], strict=True):
+        status, _, stderr = run_cli(
+            _explain_argv(trained, sample, path, "--rows", "4", "--method", "exact_shapley", "--chunk-size", chunk)
+        )
+        assert status == 0, stderr
+
+    first, second = (pd.read_parquet(path)["attribution"].to_numpy() for path in paths)
+    np.testing.assert_allclose(first, second, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--method", "NoiseTunnel"], "method 'NoiseTunnel' is not offered: NoiseTunnel adds Gaussian noise"),
+        (["--method", "shap.DeepExplainer"], "Use method='integrated_gradients'"),
+        (["--method", "lime"], "unknown method 'lime'; valid: auto, integrated_gradients, exact_shapley"),
+        (["--baseline", "mean"], "method 'integrated_gradients' supports the baselines zero, oov; got 'mean'"),
+        (["--output-space", "probability"], "method 'integrated_gradients' works in logit space only"),
+        (["--method", "exact_shapley", "--n-steps", "5"], "--n-steps applies only to --method integrated_gradients"),
+        (["--method", "exact_shapley", "--batch-size", "5"], "--batch-size applies only to --method integrated_gradients"),
+        (["--background-rows", "5"], "--background-rows is used only with --baseline mean or expectation"),
+        (["--baseline", "median"], "invalid choice: 'median'"),
+        (["--output-space", "odds"], "invalid choice: 'odds'"),
+        (["--chunk-size", "0"], "expected a number >= 1; got 0"),
+        (["--groups", "missing.json"], "--groups file not found: 'missing.json'"),
+    ],
+)
+def test_explain_bad_new_options(trained, sample, tmp_path, options, message):
+    out = tmp_path / "x.parquet"
+
+    status, _, stderr = run_cli(_explain_argv(trained, sample, out, "--rows", "3", *options))
+
+    _assert_one_error(status, stderr, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"where": ["city"]', "field groups are not valid JSON"),
+        ('["city"]', "must be a non-empty JSON object"),
+        ('{"where": "city"}', "group 'where' must be a list of field names"),
+        ('{"where": ["city", "device"]}', "fields missing from the groups: age, history, vec"),
+        ('{"a": ["city", "town"], "b": ["device", "age", "history", "vec"]}', "unknown field 'town'"),
+    ],
+)
+def test_explain_bad_groups_file(trained, sample, tmp_path, content, message):
+    groups = tmp_path / "groups.json"
+    groups.write_text(content, encoding="utf-8")
+    out = tmp_path / "x.parquet"
+
+    status, _, stderr = run_cli(
+        _explain_argv(trained, sample, out, "--rows", "3", "--method", "exact_shapley", "--groups", str(groups))
+    )
+
+    _assert_one_error(status, stderr, message)
+    assert not out.exists()
+
+
+# --- interactions ---------------------------------------------------------
+
+
+def _interactions_argv(trained, sample, out, *options: str) -> list[str]:
+    return ["interactions", str(trained["out"]), str(sample / "test.csv"), "--out", str(out), *options]
+
+
+@pytest.mark.parametrize("index", ["SII", "STII", "FSII", "BII"])
+def test_interactions_writes_frame(trained, sample, tmp_path, index):
+    out = tmp_path / "pairs.parquet"
+
+    status, stdout, stderr = run_cli(_interactions_argv(trained, sample, out, "--rows", "10", "--index", index))
+    frame = pd.read_parquet(out)
+    model, dataset = _library_inputs(trained, sample, 10)
+    expected = interactions(model, dataset, index=index)
+
+    assert status == 0, stderr
+    pd.testing.assert_frame_equal(frame, expected.to_frame(), check_exact=False, atol=1e-12, rtol=0)
+    summary = json.loads(stdout)
+    assert summary["index"] == index
+    assert summary["rows"] == 10
+    assert summary["efficient"] is (index in ("STII", "FSII"))
+
+
+def test_interactions_prints_top_pairs(trained, sample, tmp_path):
+    out = tmp_path / "pairs.parquet"
+
+    status, stdout, stderr = run_cli(
+        _interactions_argv(trained, sample, out, "--rows", "10", "--index", "fsii", "--top", "3")
+    )
+    model, dataset = _library_inputs(trained, sample, 10)
+    matrix = interactions(model, dataset, index="FSII").mean_abs()
+    upper = [(matrix.index[i], matrix.columns[j], matrix.iloc[i, j]) for i in range(5) for j in range(i + 1, 5)]
+    expected = sorted(upper, key=lambda pair: -pair[2])[:3]
+
+    assert status == 0, stderr
+    top = json.loads(stdout)["top_pairs"]
+    assert [(p["player_i"], p["player_j"]) for p in top] == [(i, j) for i, j, _ in expected]
+    for printed, (_, _, value) in zip(top, expected, strict=True):
+        assert printed["mean_abs_value"] == pytest.approx(value, rel=1e-5)
+
+
+def test_interactions_metadata(trained, sample, tmp_path):
+    out = tmp_path / "pairs.parquet"
+
+    status, _, stderr = run_cli(_interactions_argv(trained, sample, out, "--row-ids", "4,1", "--output-space", "probability"))
+    metadata = json.loads(pq.read_schema(out).metadata[b"workbench.interaction"])
+
+    assert status == 0, stderr
+    assert metadata["index"] == "SII"
+    assert metadata["output_space"] == "probability"
+    assert metadata["player_names"] == ["city", "device", "age", "history", "vec"]
+    assert pd.read_parquet(out)["row"].unique().tolist() == [4, 1]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--index", "XII"], "invalid choice: 'XII'"),
+        (["--top", "0"], "expected a number >= 1; got 0"),
+        (["--baseline", "mean", "--background-rows", "0"], "expected a number >= 1; got 0"),
+        (["--background-rows", "4"], "--background-rows is used only with --baseline mean or expectation"),
+        (["--row-ids", "1,300"], "--row-ids contains 300, but"),
+    ],
+)
+def test_interactions_bad_options(trained, sample, tmp_path, options, message):
+    out = tmp_path / "x.parquet"
+
+    status, _, stderr = run_cli(_interactions_argv(trained, sample, out, "--rows", "3", *options))
+
+    _assert_one_error(status, stderr, message)
+    assert not out.exists()
+
+
+def test_interactions_out_not_parquet(trained, sample, tmp_path):
+    status, _, stderr = run_cli(_interactions_argv(trained, sample, tmp_path / "pairs.csv"))
+
+    _assert_one_error(status, stderr, "--out must end in .parquet")
+
+
+def test_interactions_existing_out_unchanged(trained, sample, tmp_path):
+    out = tmp_path / "pairs.parquet"
+    out.write_bytes(b"previous result")
+
+    status, _, stderr = run_cli(_interactions_argv(trained, sample, out, "--rows", "3"))
+
+    _assert_one_error(status, stderr, "already exists; choose another --out or pass --overwrite")
+    assert out.read_bytes() == b"previous result"
+
+
 # --- errors ---------------------------------------------------------------
 
 
@@ -427,7 +666,12 @@ def test_evaluate_broken_bundle(trained, sample, tmp_path):
                    "comma-separated (default: 400,400,400)", "optionally gzip-compressed"]),
         ("evaluate", ["log loss (natural log)", "score at most this many rows (default: all)"]),
         ("explain", ["logit units", "integration points per sample (default: 50)", "(default: 1000)",
-                     "reference input (default: zero embedding)"]),
+                     "reference input (default: zero embedding)", "log-odds of a click", "(default: logit)",
+                     "(default: integrated_gradients)", "(default: 100)", "(default: 32768)", "(default: 0)",
+                     "one player per field)", "samples per backward pass (default: 128)"]),
+        ("interactions", ["2**n_players", "(default: SII)", "explain the first N rows (default: 200)",
+                          "number of pairs to print, by mean |value| (default: 10)", "(default: logit)",
+                          "reference input (default: zero embedding)", "(default: 32768)"]),
         ("serve", ["TCP port (default: 8501)", "default: 127.0.0.1, this machine only"]),
     ],
 )
@@ -444,7 +688,7 @@ def test_top_level_help_lists_commands():
     status, stdout, _ = run_cli(["--help"])
 
     assert status == 0
-    for command in ("train", "evaluate", "explain", "serve"):
+    for command in ("train", "evaluate", "explain", "interactions", "serve"):
         assert command in stdout
 
 

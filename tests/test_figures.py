@@ -9,7 +9,7 @@ import pytest
 from workbench import figures
 from workbench.bundle import load_bundle
 from workbench.data import load_dataset
-from workbench.explain import Attribution, integrated_gradients
+from workbench.explain import Attribution, Interaction, integrated_gradients, summaries
 from workbench.training import predict_logits
 
 
@@ -245,3 +245,157 @@ def test_figures_from_trained_model(tiny_bundle_path, tiny_data_dir):
     np.testing.assert_allclose(bar.x, attribution.mean_abs().to_numpy())
     texts = figures.attribution_beeswarm(attribution).data[0].text
     assert len(texts) == 3 * len(bundle.schema)
+
+
+# --- probability space and non-efficient methods ------------------------------------
+
+
+def test_waterfall_probability_space_uses_values_as_ctr():
+    logit = make_attribution()
+    attribution = Attribution(
+        **{
+            **logit.__dict__,
+            "values": logit.values / 10,
+            "base_values": np.full(4, 0.3),
+            "predictions": 0.3 + logit.values.sum(axis=1) / 10,
+            "output_space": "probability",
+        }
+    )
+
+    trace = figures.waterfall(attribution, 0).data[0]
+
+    assert trace.y[0] == "base value: 30.00 %"
+    assert trace.y[-1] == f"prediction: {figures.format_ctr(attribution.predictions[0])}"
+    assert figures.waterfall(attribution, 0).layout.xaxis.title.text == "probability"
+
+
+def test_importance_bar_notes_not_efficient():
+    attribution = Attribution(**{**make_attribution().__dict__, "method": "exact_banzhaf", "parameters": {"efficient": False}})
+
+    subtitle = figures.importance_bar(attribution).layout.title.subtitle.text
+
+    assert "method: exact_banzhaf" in subtitle
+    assert "not efficient: values need not add up to prediction − base value" in subtitle
+    assert "not efficient" not in figures.importance_bar(make_attribution()).layout.title.subtitle.text
+
+
+# --- comparing two methods and per-value effects ----------------------------------
+
+
+def test_importance_comparison_bars_equal_mean_abs():
+    first = make_attribution()
+    second = Attribution(**{**first.__dict__, "method": "exact_shapley", "values": first.values[:, [2, 0, 1]] * 2})
+
+    figure = figures.importance_comparison_bar(first, second)
+    order = list(first.mean_abs().index)
+
+    assert [trace.name for trace in figure.data] == ["integrated_gradients", "exact_shapley"]
+    assert list(figure.data[0].y) == order
+    np.testing.assert_allclose(figure.data[0].x, first.mean_abs().to_numpy())
+    np.testing.assert_allclose(figure.data[1].x, second.mean_abs().reindex(order).to_numpy())
+    subtitle = figure.layout.title.subtitle.text
+    correlation = summaries.rank_correlation(first, second)
+    assert f"Spearman ρ = {correlation['spearman']:.3f}" in subtitle
+    assert f"Kendall τ = {correlation['kendall']:.3f}" in subtitle
+    assert first.describe() in subtitle
+    assert second.describe() in subtitle
+
+
+def test_importance_comparison_rejects_other_fields():
+    first = make_attribution()
+    other = Attribution(**{**first.__dict__, "field_names": ("city", "device", "age")})
+
+    with pytest.raises(ValueError, match="different fields"):
+        figures.importance_comparison_bar(first, other)
+
+
+def test_value_effects_bar_values_and_counts():
+    attribution = make_attribution()
+
+    trace = figures.value_effects_bar(attribution, "city").data[0]
+
+    # city: Berlin 0.5 and -1.0 (mean -0.25, 2 rows), Madrid 0.2, <OOV> 0.05
+    assert list(trace.y) == ["Madrid", "<OOV>", "Berlin"]
+    np.testing.assert_allclose(trace.x, [0.2, 0.05, -0.25])
+    assert list(trace.text) == ["n = 1", "n = 1", "n = 2"]
+    assert list(trace.marker.color) == [figures.POSITIVE_COLOR, figures.POSITIVE_COLOR, figures.NEGATIVE_COLOR]
+
+
+def test_value_effects_bar_keeps_extremes():
+    attribution = make_attribution()
+
+    figure = figures.value_effects_bar(attribution, "history", max_values=2)
+
+    np.testing.assert_allclose(figure.data[0].x, [0.4, -0.6])
+    assert "2 values with smaller means not shown" in figure.layout.title.subtitle.text
+
+
+# --- interactions --------------------------------------------------------------------
+
+
+def make_interaction() -> Interaction:
+    """Two samples, three players, hand-written symmetric pairs."""
+    pairs = np.zeros((2, 3, 3))
+    for sample, (ab, ac, bc) in enumerate([(0.3, -0.1, 0.05), (-0.5, 0.2, 0.0)]):
+        pairs[sample, 0, 1] = pairs[sample, 1, 0] = ab
+        pairs[sample, 0, 2] = pairs[sample, 2, 0] = ac
+        pairs[sample, 1, 2] = pairs[sample, 2, 1] = bc
+    return Interaction(
+        main_effects=np.array([[0.4, -0.2, 0.1], [0.0, 0.3, -0.6]]),
+        pairs=pairs,
+        base_values=np.array([-1.0, -1.0]),
+        predictions=np.array([-0.5, -2.0]),
+        player_names=("city", "device", "history"),
+        rows=np.array([7, 9]),
+        index="SII",
+        baseline="zero",
+        raw_values=pd.DataFrame({"city": ["Berlin", "Rome"], "device": ["mobile", "tablet"], "history": ["", "news"]}),
+    )
+
+
+def test_interaction_heatmap_equals_mean_abs():
+    interaction = make_interaction()
+
+    figure = figures.interaction_heatmap(interaction, "mean_abs")
+    heatmap, markers = figure.data
+
+    np.testing.assert_allclose(np.asarray(heatmap.z), interaction.mean_abs().to_numpy())
+    np.testing.assert_allclose(np.asarray(heatmap.z)[0, 1], 0.4)
+    assert list(heatmap.x) == list(heatmap.y) == ["city", "device", "history"]
+    assert heatmap.zmin == 0.0
+    assert "index: SII · baseline: zero · output: logit" in figure.layout.title.subtitle.text
+    assert figure.layout.clickmode == "event+select"
+    # One marker per off-diagonal cell, at (x = second player, y = first player).
+    cells = {(int(i), int(j)) for i, j in markers.customdata}
+    assert cells == {(i, j) for i in range(3) for j in range(3) if i != j}
+    for (i, j), x, y in zip(markers.customdata, markers.x, markers.y, strict=True):
+        assert (y, x) == (interaction.player_names[i], interaction.player_names[j])
+
+
+def test_interaction_heatmap_signed_mean_is_symmetric_scale():
+    interaction = make_interaction()
+
+    heatmap = figures.interaction_heatmap(interaction, "mean").data[0]
+
+    np.testing.assert_allclose(np.asarray(heatmap.z), interaction.mean().to_numpy())
+    np.testing.assert_allclose(np.asarray(heatmap.z)[0, 1], -0.1)
+    assert heatmap.zmin == -heatmap.zmax
+    assert heatmap.zmax == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="statistic must be one of mean_abs, mean"):
+        figures.interaction_heatmap(interaction, "max")
+
+
+def test_sample_interaction_heatmap_values_and_labels():
+    interaction = make_interaction()
+
+    figure = figures.sample_interaction_heatmap(interaction, 1)
+    heatmap = figure.data[0]
+
+    np.testing.assert_allclose(np.asarray(heatmap.z), interaction.pairs[1])
+    assert list(heatmap.y) == ["city = Rome", "device = tablet", "history = news"]
+    assert list(heatmap.x) == ["city", "device", "history"]
+    assert figure.layout.title.text == "Pair interactions for row 9"
+    assert heatmap.text[0][1].startswith("city = Rome × device = tablet<br>SII: -0.5000 logit")
+    assert "main effect: +0.0000 logit (no pair)" in heatmap.text[0][0]
+    with pytest.raises(IndexError, match="out of range"):
+        figures.sample_interaction_heatmap(interaction, 2)

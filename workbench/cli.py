@@ -92,7 +92,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _method_name(text: str) -> str:
-    """Accept a registered method name; otherwise say why not, including for methods that cannot work on ids."""
+    """Return a registered method name, else raise an argparse error that gives the reason."""
     try:
         return check_method_name(text)
     except ValueError as err:
@@ -105,10 +105,13 @@ def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) 
     command.add_argument("data", type=Path, help="data file with the bundle's fields and label")
     command.add_argument("--out", required=True, type=Path, help="Parquet file to write")
     command.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    command.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
+
     command.add_argument(
         "--rows", type=_positive_int, default=default_rows, help=f"explain the first N rows (default: {default_rows})"
     )
     command.add_argument("--row-ids", type=_int_list_any, help="explain these 0-based rows instead, comma-separated")
+
     command.add_argument(
         "--baseline",
         choices=list(GAME_BASELINES),
@@ -133,6 +136,7 @@ def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) 
         ),
     )
     command.add_argument("--seed", type=int, default=0, help="seed for drawing the background rows (default: 0)")
+
     command.add_argument(
         "--groups",
         type=Path,
@@ -141,6 +145,7 @@ def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) 
             "group acts as one player and every field must be in exactly one group (default: one player per field)"
         ),
     )
+
     command.add_argument(
         "--chunk-size",
         type=_positive_int,
@@ -150,7 +155,6 @@ def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) 
             f"(default: {DEFAULT_CHUNK_SIZE}); not used by integrated_gradients"
         ),
     )
-    command.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,7 +439,7 @@ def _read_groups(path: Path | None) -> dict[str, list[str]] | None:
 
 @dataclass
 class ExplainInputs:
-    """What ``explain`` and ``interactions`` read from their shared options."""
+    """Bundle, data set, rows, field groups and background rows that ``explain`` and ``interactions`` share."""
 
     bundle: Bundle
     dataset: CTRDataset
@@ -503,7 +507,7 @@ def run_explain(args: argparse.Namespace) -> int:
         "method": attribution.method,
         "baseline": attribution.baseline,
         "output_space": attribution.output_space,
-        "efficient": METHODS[attribution.method].efficient,
+        "efficient": METHODS[attribution.method].efficient if attribution.method in METHODS else None,
         "completeness_gap_share": attribution.completeness_gap_share,
         "mean_abs_attribution": {k: round(float(v), 6) for k, v in attribution.mean_abs().items()},
     }
@@ -511,6 +515,11 @@ def run_explain(args: argparse.Namespace) -> int:
         summary["mean_standard_error"] = float(np.mean(attribution.standard_errors))
     print(json.dumps(json_safe(summary), indent=1))
     return 0
+
+
+def _significant(value: float, digits: int = 6) -> float:
+    """Round to ``digits`` significant digits, which keeps small probability-space values readable."""
+    return float(f"{float(value):.{digits}g}")
 
 
 def run_interactions(args: argparse.Namespace) -> int:
@@ -542,8 +551,8 @@ def run_interactions(args: argparse.Namespace) -> int:
             {
                 "player_i": pair.player_i,
                 "player_j": pair.player_j,
-                "mean_abs_value": round(float(pair.mean_abs_value), 6),
-                "mean_value": round(float(pair.mean_value), 6),
+                "mean_abs_value": _significant(pair.mean_abs_value),
+                "mean_value": _significant(pair.mean_value),
             }
             for pair in pairs.itertuples(index=False)
         ],

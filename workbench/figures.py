@@ -1,11 +1,16 @@
-"""Plotly figures of field attributions: global importance, per-field distributions and one sample's waterfall.
+"""Plotly figures of field attributions and pair interactions.
 
-Every builder takes an :class:`~workbench.explain.Attribution` and returns a
-``plotly.graph_objects.Figure``. Each figure's subtitle carries
-``Attribution.describe()`` (method, baseline, output space, steps), because
-attributions computed with another method or baseline are not comparable.
-Values are drawn in the attribution's output space (``"logit"``: log-odds of a
-click). Probabilities appear only where a logit is converted on purpose.
+Attribution builders take an :class:`~workbench.explain.Attribution`:
+global importance, a comparison of two methods, per-field distributions,
+per-value effects and one sample's waterfall. Interaction builders take an
+:class:`~workbench.explain.Interaction`: the global players × players heatmap
+and one sample's pair heatmap. Every builder returns a
+``plotly.graph_objects.Figure`` whose subtitle carries the result's
+``describe()`` (method or index, baseline, output space), because results
+computed with another method or baseline are not comparable. Values are drawn
+in the result's output space (``"logit"``: log-odds of a click;
+``"probability"``: click probability). Probabilities appear next to logits
+only where a logit is converted on purpose.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Literal
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.explain import Attribution
+from workbench.explain import Attribution, Interaction
+from workbench.explain.summaries import importance_comparison, rank_correlation, value_effects
 
 MAX_LABEL_CHARS = 40
 """Maximum length of a raw value in an axis label. Hover texts keep the full value."""
@@ -28,6 +34,12 @@ GAP_TOLERANCE = 1e-9
 """Completeness gaps smaller than this (in output units) are float rounding, so the waterfall omits them."""
 
 ColorBy = Literal["frequency", "attribution"]
+HeatmapStatistic = Literal["mean_abs", "mean"]
+HEATMAP_STATISTICS: dict[str, str] = {"mean_abs": "mean |value|", "mean": "signed mean value"}
+"""Statistics a global interaction heatmap can show per pair, with their labels in titles."""
+
+SEQUENTIAL_SCALE = [[0.0, "#f4f4f4"], [1.0, POSITIVE_COLOR]]
+DIVERGING_SCALE = [[0.0, NEGATIVE_COLOR], [0.5, "#f4f4f4"], [1.0, POSITIVE_COLOR]]
 
 
 def sigmoid(logit: float | np.ndarray) -> float | np.ndarray:
@@ -55,8 +67,20 @@ def field_value_label(field: str, raw_value: object, max_chars: int | None = Non
     return f"{field} = {display_value(raw_value, max_chars)}"
 
 
-def _units(attribution: Attribution) -> str:
-    return "logit" if attribution.output_space == "logit" else attribution.output_space
+def _units(result: Attribution | Interaction) -> str:
+    return "logit" if result.output_space == "logit" else result.output_space
+
+
+def _ctr(value: float, output_space: str) -> float:
+    """Return the click probability of an output value: the sigmoid of a logit, a probability as it is."""
+    return float(sigmoid(value)) if output_space == "logit" else float(value)
+
+
+def _efficiency_note(attribution: Attribution) -> str:
+    """Return a subtitle part for methods whose values need not add up to prediction − base value."""
+    if attribution.parameters.get("efficient") is False:
+        return " · not efficient: values need not add up to prediction − base value"
+    return ""
 
 
 def _raw_column(attribution: Attribution, field: str) -> np.ndarray:
@@ -84,6 +108,7 @@ def importance_bar(attribution: Attribution, *, max_fields: int | None = None) -
     subtitle = (
         f"{attribution.describe()} · {attribution.n_samples:,} samples"
         f" · completeness gap share {attribution.completeness_gap_share:.2%}"
+        f"{_efficiency_note(attribution)}"
     )
     if n_hidden:
         subtitle += f" · {n_hidden} less important fields not shown"
@@ -248,10 +273,12 @@ def waterfall(attribution: Attribution, position: int = 0, *, max_fields: int | 
     units = _units(attribution)
     base = float(attribution.base_values[position])
     prediction = float(attribution.predictions[position])
+    base_ctr = format_ctr(_ctr(base, attribution.output_space))
+    prediction_ctr = format_ctr(_ctr(prediction, attribution.output_space))
     row = int(attribution.rows[position])
 
-    labels = [f"base value: {format_ctr(sigmoid(base))}"]
-    hover = [f"base value (baseline input)<br>{base:+.4f} {units}, CTR {format_ctr(sigmoid(base))}"]
+    labels = [f"base value: {base_ctr}"]
+    hover = [f"base value (baseline input)<br>{base:+.4f} {units}, CTR {base_ctr}"]
     values = [base]
     measures = ["absolute"]
     texts = [f"{base:+.3f}"]
@@ -280,8 +307,8 @@ def waterfall(attribution: Attribution, position: int = 0, *, max_fields: int | 
         values.append(gap)
         measures.append("relative")
         texts.append(f"{gap:+.1e}")
-    labels.append(f"prediction: {format_ctr(sigmoid(prediction))}")
-    hover.append(f"prediction<br>{prediction:+.4f} {units}, CTR {format_ctr(sigmoid(prediction))}")
+    labels.append(f"prediction: {prediction_ctr}")
+    hover.append(f"prediction<br>{prediction:+.4f} {units}, CTR {prediction_ctr}")
     # Plotly computes a "total" bar from the running sum and ignores its x value.
     # The prediction is stored there anyway, so readers of the figure data find it.
     values.append(prediction)
@@ -311,8 +338,8 @@ def waterfall(attribution: Attribution, position: int = 0, *, max_fields: int | 
     low, high = min(0.0, float(running.min())), max(0.0, float(running.max()))
     padding = 0.15 * max(high - low, 1e-6)
     subtitle = (
-        f"{attribution.describe()} · base value {base:+.3f} {units} (CTR {format_ctr(sigmoid(base))})"
-        f" → prediction {prediction:+.3f} {units} (CTR {format_ctr(sigmoid(prediction))})"
+        f"{attribution.describe()} · base value {base:+.3f} {units} (CTR {base_ctr})"
+        f" → prediction {prediction:+.3f} {units} (CTR {prediction_ctr})"
     )
     figure.update_layout(
         title=_title(f"Field attributions for row {row}", subtitle),
@@ -324,5 +351,232 @@ def waterfall(attribution: Attribution, position: int = 0, *, max_fields: int | 
         height=150 + 26 * len(labels),
         margin={"l": 10, "r": 60, "t": 90, "b": 50},
         showlegend=False,
+    )
+    return figure
+
+
+# --- comparing methods and reading raw values -------------------------------------
+
+
+def importance_comparison_bar(first: Attribution, second: Attribution) -> go.Figure:
+    """Build a grouped bar chart of two attributions' mean |attribution| per field, with their rank correlation.
+
+    Fields are ordered by ``first``'s importance, most important on top. The
+    bar lengths are the two ``mean_abs()`` series, and the subtitle gives each
+    attribution's ``describe()`` and Spearman's rho and Kendall's tau between
+    the two importances (:func:`workbench.explain.summaries.rank_correlation`).
+    """
+    table = importance_comparison(first, second)
+    correlation = rank_correlation(first, second)
+    label_first, label_second = table.columns[0], table.columns[1]
+    units = _units(first)
+    figure = go.Figure()
+    for label, color in ((label_first, NEGATIVE_COLOR), (label_second, POSITIVE_COLOR)):
+        figure.add_trace(
+            go.Bar(
+                name=label,
+                x=table[label].to_numpy(),
+                y=list(table.index),
+                orientation="h",
+                marker_color=color,
+                hovertemplate="%{y}<br>" + label + ": %{x:.4f} " + units + "<extra></extra>",
+            )
+        )
+    subtitle = (
+        f"{label_first}: {first.describe()}<br>{label_second}: {second.describe()}"
+        f"<br>rank correlation over {len(table)} fields: Spearman ρ = {correlation['spearman']:.3f},"
+        f" Kendall τ = {correlation['kendall']:.3f}"
+    )
+    figure.update_layout(
+        title=_title("Field importance by two methods: mean |attribution| per field", subtitle),
+        barmode="group",
+        xaxis_title=f"mean |attribution| ({units})",
+        yaxis={"autorange": "reversed", "title": None},
+        height=200 + 40 * len(table),
+        margin={"l": 10, "r": 40, "t": 130, "b": 50},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.08, "x": 0.0},
+    )
+    return figure
+
+
+def value_effects_bar(attribution: Attribution, field: str, *, max_values: int = 30, min_count: int = 1) -> go.Figure:
+    """Build a bar chart of the mean attribution of each raw value of one field, largest rise on top.
+
+    The bars are :func:`workbench.explain.summaries.value_effects`, which the
+    hover texts complete with each value's sample count and standard
+    deviation. With more than ``max_values`` raw values, the ``max_values // 2``
+    largest rises and the same number of largest drops are kept, and the
+    subtitle gives the number left out.
+    """
+    table = value_effects(attribution, field, min_count=min_count)
+    n_values = len(table)
+    if n_values > max_values:
+        half = max(max_values // 2, 1)
+        table = table.iloc[list(range(half)) + list(range(n_values - half, n_values))]
+    units = _units(attribution)
+    means = table["mean_attribution"].to_numpy()
+    subtitle = f"{attribution.describe()} · {attribution.n_samples:,} samples, {n_values:,} distinct values"
+    if len(table) < n_values:
+        subtitle += f" · {n_values - len(table):,} values with smaller means not shown"
+    figure = go.Figure(
+        go.Bar(
+            x=means,
+            y=[display_value(value, MAX_LABEL_CHARS) for value in table["raw_value"]],
+            orientation="h",
+            marker_color=[POSITIVE_COLOR if mean > 0 else NEGATIVE_COLOR for mean in means],
+            text=[f"n = {count:,}" for count in table["count"]],
+            textposition="outside",
+            cliponaxis=False,
+            customdata=np.column_stack([table["count"].to_numpy(), table["std_attribution"].to_numpy()]),
+            hovertext=[field_value_label(field, value) for value in table["raw_value"]],
+            hovertemplate=(
+                "%{hovertext}<br>mean attribution: %{x:+.4f} " + units
+                + "<br>samples: %{customdata[0]:,}<br>standard deviation: %{customdata[1]:.4f}<extra></extra>"
+            ),
+        )
+    )
+    figure.add_vline(x=0.0, line_width=1, line_color=TOTAL_COLOR)
+    figure.update_layout(
+        title=_title(f"Mean attribution per value of {field}", subtitle),
+        xaxis_title=f"mean attribution ({units}), right of 0 raises the predicted CTR",
+        yaxis={"autorange": "reversed", "title": None, "type": "category"},
+        height=140 + 24 * len(table),
+        margin={"l": 10, "r": 60, "t": 90, "b": 50},
+        showlegend=False,
+    )
+    return figure
+
+
+# --- pair interactions --------------------------------------------------------------
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    return max(float(np.max(np.abs(values))) if values.size else 0.0, 1e-12)
+
+
+def interaction_heatmap(interaction: Interaction, statistic: HeatmapStatistic = "mean_abs") -> go.Figure:
+    """Build the players × players heatmap of a global pair statistic, with one clickable marker per pair.
+
+    ``statistic`` is ``"mean_abs"`` (cell ``[i, j]`` is ``interaction.mean_abs()``
+    there) or ``"mean"`` (``interaction.mean()``, drawn on a colour scale
+    symmetric around 0). The diagonal is 0, because a player forms no pair
+    with itself. The heatmap is trace 0. Trace 1 is an invisible scatter
+    marker at the centre of every off-diagonal cell, whose ``customdata`` is
+    ``[i, j]``: plotly heatmaps emit no selection events, so this trace is
+    what a click selects (for Streamlit's ``on_select``) and what shows the
+    hover text.
+    """
+    if statistic not in HEATMAP_STATISTICS:
+        msg = f"statistic must be one of {', '.join(HEATMAP_STATISTICS)}; got {statistic!r}"
+        raise ValueError(msg)
+    names = list(interaction.player_names)
+    n_players = len(names)
+    matrix = (interaction.mean_abs() if statistic == "mean_abs" else interaction.mean()).to_numpy()
+    signed = interaction.mean().to_numpy()
+    units = _units(interaction)
+    if statistic == "mean_abs":
+        colors = {"colorscale": SEQUENTIAL_SCALE, "zmin": 0.0, "zmax": max(float(matrix.max()), 1e-12)}
+    else:
+        limit = _symmetric_limit(matrix)
+        colors = {"colorscale": DIVERGING_SCALE, "zmin": -limit, "zmax": limit}
+
+    figure = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=names,
+            y=names,
+            hoverinfo="skip",
+            colorbar={"title": f"{HEATMAP_STATISTICS[statistic]}<br>({units})"},
+            **colors,
+        )
+    )
+    first, second = np.nonzero(~np.eye(n_players, dtype=bool))
+    figure.add_trace(
+        go.Scatter(
+            x=[names[j] for j in second],
+            y=[names[i] for i in first],
+            mode="markers",
+            marker={"symbol": "square", "size": 30, "opacity": 0.0, "color": TOTAL_COLOR},
+            customdata=np.column_stack([first, second]),
+            text=[
+                f"{names[i]} × {names[j]}<br>mean |{interaction.index}|: {abs_value:.4f} {units}"
+                f"<br>signed mean: {signed_value:+.4f} {units}"
+                for i, j, abs_value, signed_value in zip(
+                    first, second, interaction.mean_abs().to_numpy()[first, second], signed[first, second], strict=True
+                )
+            ],
+            hovertemplate="%{text}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    subtitle = f"{interaction.describe()} · {interaction.n_samples:,} samples · click a cell to see examples"
+    figure.update_layout(
+        title=_title(f"Pair interactions: {HEATMAP_STATISTICS[statistic]} of {interaction.index}", subtitle),
+        xaxis={"type": "category", "tickangle": -45, "showgrid": False},
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+        height=200 + 36 * n_players,
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
+        clickmode="event+select",
+        dragmode=False,
+    )
+    return figure
+
+
+def sample_interaction_heatmap(interaction: Interaction, position: int) -> go.Figure:
+    """Build the signed pair heatmap of one sample, with ``player = raw value`` labels on the y axis.
+
+    ``position`` indexes the samples of ``interaction`` (not the data set
+    row). Cell ``[i, j]`` is ``interaction.pairs[position, i, j]``, and the
+    diagonal is 0. The hover text adds both players' main effects.
+    """
+    if not 0 <= position < interaction.n_samples:
+        msg = f"sample position {position} is out of range (0..{interaction.n_samples - 1})"
+        raise IndexError(msg)
+    names = list(interaction.player_names)
+    raw = (
+        interaction.raw_values.iloc[position].astype(str).tolist()
+        if interaction.raw_values is not None
+        else [""] * len(names)
+    )
+    labels = [field_value_label(name, value, MAX_LABEL_CHARS) for name, value in zip(names, raw, strict=True)]
+    pairs = interaction.pairs[position]
+    main = interaction.main_effects[position]
+    units = _units(interaction)
+    limit = _symmetric_limit(pairs)
+    hover = [
+        [
+            f"{labels[i]} × {labels[j]}<br>{interaction.index}: {pairs[i, j]:+.4f} {units}"
+            f"<br>main effects: {main[i]:+.4f} and {main[j]:+.4f}"
+            if i != j
+            else f"{labels[i]}<br>main effect: {main[i]:+.4f} {units} (no pair)"
+            for j in range(len(names))
+        ]
+        for i in range(len(names))
+    ]
+    prediction = float(interaction.predictions[position])
+    base = float(interaction.base_values[position])
+    subtitle = (
+        f"{interaction.describe()} · base value {base:+.3f} → prediction {prediction:+.3f} {units}"
+        f" (CTR {format_ctr(_ctr(prediction, interaction.output_space))})"
+    )
+    figure = go.Figure(
+        go.Heatmap(
+            z=pairs,
+            x=names,
+            y=labels,
+            colorscale=DIVERGING_SCALE,
+            zmin=-limit,
+            zmax=limit,
+            text=hover,
+            hovertemplate="%{text}<extra></extra>",
+            colorbar={"title": f"{interaction.index}<br>({units})"},
+        )
+    )
+    figure.update_layout(
+        title=_title(f"Pair interactions for row {int(interaction.rows[position])}", subtitle),
+        xaxis={"type": "category", "tickangle": -45, "showgrid": False},
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+        height=240 + 36 * len(names),
+        margin={"l": 10, "r": 10, "t": 90, "b": 10},
     )
     return figure

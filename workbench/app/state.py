@@ -5,15 +5,18 @@ Cache rules:
 * Bundles are loaded with ``st.cache_resource``, keyed by folder and manifest
   modification time, so one model object is shared by all sessions and a
   re-saved bundle is loaded again. The app never changes a shared model.
-* Data sets, metrics, decoded values and attributions use ``st.cache_data``
-  keyed by a :data:`SourceKey` (bundle folder, manifest time, data file, file
-  time, row limit) plus the computation's parameters, so changing an unrelated
-  widget reuses the cached result.
+* Data sets, metrics, decoded values, attributions and interactions use
+  ``st.cache_data`` keyed by a :data:`SourceKey` (bundle folder, manifest
+  time, data file, file time, row limit) plus the computation's parameters
+  (an :class:`AttributionSettings`), so changing an unrelated widget reuses
+  the cached result.
 """
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,9 @@ import streamlit as st
 from workbench.app import rows, sources
 from workbench.bundle import Bundle, BundleError, load_bundle
 from workbench.data import CTRDataset, DataError, load_dataset
-from workbench.explain import Attribution, integrated_gradients
+from workbench.explain import Attribution, background_sample, explain, groups_from_json
+from workbench.explain.exact import ExactResult, exact_indices
+from workbench.explain.game import BACKGROUND_BASELINES
 from workbench.schema import SchemaError
 from workbench.training import evaluate
 
@@ -80,8 +85,9 @@ def _load_bundle(path: str, manifest_mtime_ns: int) -> Bundle:
 
 @st.cache_resource(max_entries=8)
 def _model_lock(path: str, manifest_mtime_ns: int) -> threading.Lock:
-    # captum registers hooks on the shared model while it attributes, so two
-    # sessions must not run Integrated Gradients on one model at the same time.
+    # captum registers hooks on the shared model while it attributes, and every
+    # explainer switches it to eval mode and back, so two sessions must not
+    # explain with one model at the same time.
     del path, manifest_mtime_ns
     return threading.Lock()
 
@@ -107,37 +113,119 @@ def _displayed_values(key: SourceKey) -> pd.DataFrame:
     return _load_dataset(key).raw_values()
 
 
-def _integrated_gradients(key: SourceKey, row_numbers: np.ndarray, baseline: str, n_steps: int) -> Attribution:
-    # The progress bar is created inside the cached functions that call this,
-    # because Streamlit replays a cached function's elements on a cache hit and
-    # cannot replay writes into a container created outside of it.
-    bar = st.progress(0.0, text=f"Integrated Gradients on {row_numbers.size:,} rows, {n_steps} steps…")
+@dataclass(frozen=True)
+class AttributionSettings:
+    """The choices besides rows that determine an attribution or interaction result.
+
+    Options a method does not use are set to 0 or None by :meth:`normalised`,
+    so that changing them does not miss the cache.
+    """
+
+    method: str = "integrated_gradients"
+    baseline: str = "zero"
+    output_space: str = "logit"
+    n_steps: int = 50
+    """Integration points per sample, used by Integrated Gradients only."""
+    background_rows: int = 100
+    """Background rows drawn from the data set, used by the "mean" and "expectation" baselines only."""
+    groups: str | None = None
+    """Field groups as JSON text (see ``workbench.explain.groups_from_json``), or None for one player per field."""
+
+    def normalised(self) -> AttributionSettings:
+        return AttributionSettings(
+            method=self.method,
+            baseline=self.baseline,
+            output_space=self.output_space,
+            n_steps=int(self.n_steps) if self.method == "integrated_gradients" else 0,
+            background_rows=int(self.background_rows) if self.baseline in BACKGROUND_BASELINES else 0,
+            groups=self.groups,
+        )
+
+    def method_options(self) -> dict[str, int]:
+        return {"n_steps": self.n_steps} if self.method == "integrated_gradients" else {}
+
+
+def parse_groups(text: str) -> str | None:
+    """Check field groups typed as JSON and return them as canonical JSON text, or None when the text is empty.
+
+    Raises ValueError with the reason when the text is not a JSON object of group name to field names.
+    """
+    if not text.strip():
+        return None
+    return json.dumps(groups_from_json(text))
+
+
+def _progress_bar(label: str) -> tuple[Callable[[float], None], Callable[[], None]]:
+    """Show a progress bar and return the callback that advances it and the one that removes it.
+
+    Only cached functions call this, because Streamlit replays a cached
+    function's elements on a cache hit and cannot replay writes into a
+    container created outside of it.
+    """
+    bar = st.progress(0.0, text=f"{label}…")
 
     def report(fraction: float) -> None:
-        bar.progress(fraction, text=f"Integrated Gradients on {row_numbers.size:,} rows: {fraction:.0%}")
+        bar.progress(min(max(fraction, 0.0), 1.0), text=f"{label}: {fraction:.0%}")
 
+    return report, bar.empty
+
+
+def _background(key: SourceKey, settings: AttributionSettings, seed: int) -> dict | None:
+    if settings.baseline not in BACKGROUND_BASELINES:
+        return None
+    return background_sample(_load_dataset(key), settings.background_rows, seed=seed)
+
+
+def _attribution(key: SourceKey, row_numbers: np.ndarray, settings: AttributionSettings, seed: int) -> Attribution:
+    report, done = _progress_bar(f"{settings.method} on {row_numbers.size:,} rows")
     with _model_lock(key[0], key[1]):
-        attribution = integrated_gradients(
+        attribution = explain(
             _bundle_of(key).model,
             _load_dataset(key),
             row_numbers,
-            baseline=baseline,
-            n_steps=n_steps,
+            method=settings.method,
+            baseline=settings.baseline,
+            players=None if settings.groups is None else json.loads(settings.groups),
+            output_space=settings.output_space,
+            background=_background(key, settings, seed),
             progress=report,
+            **settings.method_options(),
         )
-    bar.empty()
+    done()
     return attribution
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _sample_attribution(key: SourceKey, n_rows: int, seed: int, baseline: str, n_steps: int) -> Attribution:
+def _sample_attribution(key: SourceKey, n_rows: int, seed: int, settings: AttributionSettings) -> Attribution:
     row_numbers = rows.sample_rows(len(_load_dataset(key)), n_rows, seed)
-    return _integrated_gradients(key, row_numbers, baseline, n_steps)
+    return _attribution(key, row_numbers, settings, seed)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _row_attribution(key: SourceKey, row: int, baseline: str, n_steps: int) -> Attribution:
-    return _integrated_gradients(key, np.asarray([row]), baseline, n_steps)
+def _row_attribution(key: SourceKey, row: int, settings: AttributionSettings) -> Attribution:
+    return _attribution(key, np.asarray([row]), settings, seed=0)
+
+
+# Each entry keeps four (rows, players, players) float64 arrays, so fewer entries than for attributions.
+@st.cache_data(max_entries=4, show_spinner=False)
+def _sample_exact(key: SourceKey, n_rows: int, seed: int, settings: AttributionSettings) -> ExactResult:
+    # One evaluation of all coalitions gives Shapley values and all four pair indices,
+    # so the page switches index without computing again.
+    row_numbers = rows.sample_rows(len(_load_dataset(key)), n_rows, seed)
+    report, done = _progress_bar(f"all coalitions of {row_numbers.size:,} rows")
+    with _model_lock(key[0], key[1]):
+        result = exact_indices(
+            _bundle_of(key).model,
+            _load_dataset(key),
+            row_numbers,
+            baseline=settings.baseline,
+            players=None if settings.groups is None else json.loads(settings.groups),
+            output_space=settings.output_space,
+            background=_background(key, settings, seed),
+            progress=report,
+        )
+    done()
+    return result
 
 
 # --- what pages call --------------------------------------------------------------------------------
@@ -228,14 +316,33 @@ def displayed_values(data: LoadedData) -> pd.DataFrame:
     return _displayed_values(data.key)
 
 
-def sample_attribution(data: LoadedData, n_rows: int, seed: int, baseline: str, n_steps: int) -> Attribution:
-    """Run Integrated Gradients on a seeded random sample of ``n_rows`` rows (cached, with a progress bar)."""
-    return _sample_attribution(data.key, int(n_rows), int(seed), baseline, int(n_steps))
+def sample_attribution(
+    data: LoadedData, n_rows: int, seed: int, settings: AttributionSettings | None = None
+) -> Attribution:
+    """Attribute a seeded random sample of ``n_rows`` rows (cached, with a progress bar), with IG by default."""
+    settings = (settings or AttributionSettings()).normalised()
+    return _sample_attribution(data.key, int(n_rows), int(seed), settings)
 
 
 def row_attribution(data: LoadedData, row: int, baseline: str, n_steps: int) -> Attribution:
     """Run Integrated Gradients on one data set row (cached)."""
-    return _row_attribution(data.key, int(row), baseline, int(n_steps))
+    settings = AttributionSettings(method="integrated_gradients", baseline=baseline, n_steps=int(n_steps))
+    return _row_attribution(data.key, int(row), settings.normalised())
+
+
+def sample_exact(data: LoadedData, n_rows: int, seed: int, settings: AttributionSettings) -> ExactResult:
+    """Compute exact Shapley values and pair indices of a seeded random sample of rows (cached, with a progress bar).
+
+    ``settings.method`` and ``settings.n_steps`` are not used.
+    """
+    settings = AttributionSettings(
+        method="exact",
+        baseline=settings.baseline,
+        output_space=settings.output_space,
+        background_rows=settings.background_rows,
+        groups=settings.groups,
+    ).normalised()
+    return _sample_exact(data.key, int(n_rows), int(seed), settings)
 
 
 def random_row(n_total: int) -> int:

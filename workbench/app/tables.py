@@ -1,4 +1,4 @@
-"""Tables the pages show, built from a bundle, a data set or an attribution. This module does not import Streamlit."""
+"""Tables the pages show, built from a bundle, a data set, an attribution or an interaction. This module does not import Streamlit."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.data import CTRDataset
-from workbench.explain import Attribution
+from workbench.explain import Attribution, Interaction
+from workbench.explain.summaries import top_pairs
 from workbench.figures import display_value
 from workbench.schema import Schema
 
@@ -117,3 +118,42 @@ def _missing_to_empty(value: Any) -> Any:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
     return value
+
+
+# --- pair interactions ----------------------------------------------------------------------------
+
+
+PAIR_SEPARATOR = " × "
+
+
+def pair_label(player_i: str, player_j: str) -> str:
+    """Return the label of a pair in selectors, such as ``city × device``."""
+    return f"{player_i}{PAIR_SEPARATOR}{player_j}"
+
+
+def pair_options(interaction: Interaction) -> dict[str, tuple[str, str]]:
+    """Map the label of every pair ``i < j`` to its two players, ordered by mean |pair value|, largest first."""
+    pairs = top_pairs(interaction)
+    return {
+        pair_label(first, second): (first, second)
+        for first, second in zip(pairs["player_i"], pairs["player_j"], strict=True)
+    }
+
+
+def pair_from_selection(selection: dict[str, Any] | None, player_names: tuple[str, ...]) -> tuple[str, str] | None:
+    """Return the pair of the first point selected on an interaction heatmap, in player order, or None.
+
+    ``selection`` is the ``selection`` entry of a Streamlit plotly chart event.
+    A selected cell's ``y`` is one player and its ``x`` the other (see
+    ``workbench.figures.interaction_heatmap``). Points on the diagonal or with
+    unknown names give None.
+    """
+    points = (selection or {}).get("points") or []
+    if not points:
+        return None
+    first, second = points[0].get("y"), points[0].get("x")
+    if first not in player_names or second not in player_names or first == second:
+        return None
+    if player_names.index(first) > player_names.index(second):
+        first, second = second, first
+    return first, second

@@ -1,19 +1,40 @@
-"""Field importance page: Integrated Gradients on a random sample of rows, summarised per field."""
+"""Field importance page: attributions of a random sample of rows, summarised per field, and two methods compared."""
 
 import numpy as np
 import streamlit as st
 
 from workbench import figures
-from workbench.app import state
-from workbench.explain import BASELINES
+from workbench.app import controls, state
+from workbench.explain import METHODS
+from workbench.explain.summaries import importance_comparison, rank_correlation
 
-# Completeness gap share above which the page suggests more steps (a rule of thumb, not a standard).
+# Completeness gap share above which the page warns (a rule of thumb, not a standard).
 GAP_WARNING = 0.01
+NO_COMPARISON = "(none)"
 
 st.title("Field importance")
 data = state.require_data()
 
 with st.form("importance_form"):
+    columns = st.columns(4)
+    method = columns[0].selectbox(
+        "Method",
+        list(METHODS),
+        key="importance_method",
+        help=" · ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items()),
+    )
+    baseline = columns[1].selectbox(
+        "Baseline", controls.BASELINE_OPTIONS, key="importance_baseline", help=controls.BASELINE_HELP
+    )
+    output_space = columns[2].selectbox(
+        "Output space", controls.OUTPUT_SPACE_OPTIONS, key="importance_space", help=controls.OUTPUT_SPACE_HELP
+    )
+    compare_with = columns[3].selectbox(
+        "Compare with",
+        [NO_COMPARISON, *METHODS],
+        key="importance_compare_method",
+        help="A second method to run on the same rows, baseline and output space, shown side by side below.",
+    )
     columns = st.columns(4)
     n_rows = columns[0].number_input(
         "Rows to explain",
@@ -22,7 +43,10 @@ with st.form("importance_form"):
         value=1_000,
         step=100,
         key="importance_rows",
-        help="Size of the random sample of data set rows. The cost grows linearly with rows × steps.",
+        help=(
+            "Size of the random sample of data set rows. The cost grows linearly with the rows, times the steps "
+            "for Integrated Gradients and times 2**players for the exact methods."
+        ),
     )
     n_steps = columns[1].number_input(
         "Integration steps",
@@ -31,25 +55,41 @@ with st.form("importance_form"):
         value=50,
         key="importance_steps",
         help=(
-            "Points of the Gauss-Legendre rule along the path from the baseline. "
+            "Points of the Gauss-Legendre rule along the path from the baseline (Integrated Gradients only). "
             "More steps give a smaller completeness gap."
         ),
     )
-    baseline = columns[2].selectbox(
-        "Baseline",
-        list(BASELINES),
-        key="importance_baseline",
-        help=" · ".join(f"{name}: {text}" for name, text in BASELINES.items()),
+    background_rows = controls.background_rows_input(columns[2], key="importance_background_rows")
+    seed = columns[3].number_input(
+        "Sampling seed",
+        min_value=0,
+        value=0,
+        key="importance_seed",
+        help="Seed of the random sample of rows and of the background rows.",
     )
-    seed = columns[3].number_input("Sampling seed", min_value=0, value=0, key="importance_seed")
+    groups_text = controls.groups_input(key="importance_groups")
     st.form_submit_button("Compute attributions", key="importance_submit")
 
 try:
-    attribution = state.sample_attribution(data, n_rows, seed, baseline, n_steps)
+    groups = state.parse_groups(groups_text)
+except ValueError as err:
+    st.error(f"The field groups are not valid: {err}")
+    st.stop()
+settings = state.AttributionSettings(
+    method=method,
+    baseline=baseline,
+    output_space=output_space,
+    n_steps=int(n_steps),
+    background_rows=int(background_rows),
+    groups=groups,
+)
+try:
+    attribution = state.sample_attribution(data, n_rows, seed, settings)
 except state.LOAD_ERRORS as err:
-    st.error(f"Integrated Gradients failed on `{data.dataset.name}`: {err}. Change the settings above and try again.")
+    st.error(f"{method} failed on `{data.dataset.name}`: {err}. Change the settings above and try again.")
     st.stop()
 
+entry = METHODS[method]
 gap = attribution.relative_completeness_gap
 columns = st.columns(3)
 columns[0].metric("Rows explained", f"{attribution.n_samples:,}")
@@ -69,9 +109,17 @@ columns[2].metric(
         "and the median is robust to them."
     ),
 )
-if attribution.completeness_gap_share > GAP_WARNING:
-    st.warning("The attributions add up poorly to prediction − base value. Increase the integration steps.")
-st.caption(f"{attribution.describe()} · attributions are in logit units (log-odds of a click).")
+if not entry.efficient:
+    st.info(
+        f"{attribution.method} values are not efficient: they need not add up to prediction − base value, "
+        "so the completeness gap is a property of the method, not a numerical error."
+    )
+elif attribution.completeness_gap_share > GAP_WARNING:
+    advice = {"integrated_gradients": "Increase the integration steps."}.get(
+        attribution.method, "Increase the budget." if entry.sampled else ""
+    )
+    st.warning(f"The attributions add up poorly to prediction − base value. {advice}".strip())
+st.caption(f"{attribution.describe()} · attributions are in {controls.units_text(attribution.output_space)}.")
 
 st.plotly_chart(figures.importance_bar(attribution), key="importance_bar")
 color_by = st.radio(
@@ -82,3 +130,40 @@ color_by = st.radio(
     key="beeswarm_color",
 )
 st.plotly_chart(figures.attribution_beeswarm(attribution, color_by=color_by), key="importance_beeswarm")
+
+if compare_with != NO_COMPARISON:
+    st.header("Two methods compared")
+    try:
+        second = state.sample_attribution(
+            data,
+            n_rows,
+            seed,
+            state.AttributionSettings(
+                method=compare_with,
+                baseline=baseline,
+                output_space=output_space,
+                n_steps=int(n_steps),
+                background_rows=int(background_rows),
+                groups=groups,
+            ),
+        )
+    except state.LOAD_ERRORS as err:
+        st.error(f"{compare_with} failed on `{data.dataset.name}`: {err}. Choose another method to compare with.")
+        st.stop()
+    correlation = rank_correlation(attribution, second)
+    columns = st.columns(2)
+    columns[0].metric(
+        "Spearman rank correlation",
+        f"{correlation['spearman']:.3f}",
+        help="Spearman's rho between the two global importances (mean |attribution| per field); 1 = same order.",
+    )
+    columns[1].metric(
+        "Kendall rank correlation",
+        f"{correlation['kendall']:.3f}",
+        help="Kendall's tau: (field pairs in the same order − pairs in opposite order) ÷ all field pairs.",
+    )
+    st.plotly_chart(figures.importance_comparison_bar(attribution, second), key="importance_comparison")
+    table = importance_comparison(attribution, second)
+    st.dataframe(
+        table, column_config={column: st.column_config.NumberColumn(format="%.4f") for column in table.columns[:2]}
+    )

@@ -1,0 +1,190 @@
+"""Interactions page: exact pair interactions of a random sample of rows, globally, per pair, per row and per value."""
+
+import streamlit as st
+
+from workbench import figures
+from workbench.app import controls, state, tables
+from workbench.explain import INTERACTION_INDICES
+from workbench.explain.summaries import pair_examples, top_pairs, value_effects
+
+HEATMAP_KEY = "interactions_heatmap"
+PAIR_KEY = "interactions_pair"
+N_EXAMPLES = 10
+
+st.title("Interactions")
+data = state.require_data()
+
+with st.form("interactions_form"):
+    columns = st.columns(4)
+    n_rows = columns[0].number_input(
+        "Rows to explain",
+        min_value=10,
+        max_value=5_000,
+        value=200,
+        step=50,
+        key="interactions_rows",
+        help="Size of the random sample of data set rows. Each row costs 2**players forward passes.",
+    )
+    baseline = columns[1].selectbox(
+        "Baseline", controls.BASELINE_OPTIONS, key="interactions_baseline", help=controls.BASELINE_HELP
+    )
+    output_space = columns[2].selectbox(
+        "Output space", controls.OUTPUT_SPACE_OPTIONS, key="interactions_space", help=controls.OUTPUT_SPACE_HELP
+    )
+    seed = columns[3].number_input(
+        "Sampling seed",
+        min_value=0,
+        value=0,
+        key="interactions_seed",
+        help="Seed of the random sample of rows and of the background rows.",
+    )
+    columns = st.columns([1, 3])
+    background_rows = controls.background_rows_input(columns[0], key="interactions_background_rows")
+    with columns[1]:
+        groups_text = controls.groups_input(key="interactions_groups")
+    st.form_submit_button("Compute interactions", key="interactions_submit")
+
+try:
+    groups = state.parse_groups(groups_text)
+except ValueError as err:
+    st.error(f"The field groups are not valid: {err}")
+    st.stop()
+settings = state.AttributionSettings(
+    baseline=baseline, output_space=output_space, background_rows=int(background_rows), groups=groups
+)
+try:
+    result = state.sample_exact(data, n_rows, seed, settings)
+except state.LOAD_ERRORS as err:
+    st.error(f"Computing interactions failed on `{data.dataset.name}`: {err}. Change the settings above and try again.")
+    st.stop()
+
+columns = st.columns([2, 1])
+index = columns[0].radio(
+    "Interaction index",
+    list(INTERACTION_INDICES),
+    horizontal=True,
+    key="interactions_index",
+    help=" · ".join(f"{name}: {text}" for name, text in INTERACTION_INDICES.items()),
+)
+statistic = columns[1].radio(
+    "Heatmap shows",
+    list(figures.HEATMAP_STATISTICS),
+    format_func=figures.HEATMAP_STATISTICS.get,
+    horizontal=True,
+    key="interactions_statistic",
+)
+interaction = result.interactions[index]
+if interaction.n_players < 2:
+    st.error("There is only one player, so there are no pairs. Use more groups, or no groups.")
+    st.stop()
+
+columns = st.columns(4)
+columns[0].metric("Rows explained", f"{interaction.n_samples:,}")
+columns[1].metric("Players", interaction.n_players)
+columns[2].metric("Coalitions per row", f"{interaction.parameters['n_coalitions']:,}")
+columns[3].metric(
+    "Mean completeness gap",
+    f"{interaction.completeness_gap.mean():.2e}",
+    help=(
+        "Mean |main effects + pairs − (prediction − base value)|. About 0 for STII and FSII; "
+        "SII and BII do not add up to the prediction, so there it is a property of the index."
+    ),
+)
+st.caption(f"{interaction.describe()} · values are in {controls.units_text(interaction.output_space)}.")
+
+options = tables.pair_options(interaction)
+if st.session_state.get(PAIR_KEY) not in options:
+    st.session_state[PAIR_KEY] = next(iter(options))
+
+
+def select_clicked_pair(player_names: tuple[str, ...] = interaction.player_names) -> None:
+    """Copy the heatmap cell a user clicked into the pair selector (Streamlit runs this before the next run)."""
+    event = st.session_state.get(HEATMAP_KEY)
+    pair = tables.pair_from_selection(event.get("selection") if event else None, player_names)
+    if pair is not None:
+        st.session_state[PAIR_KEY] = tables.pair_label(*pair)
+
+
+left, right = st.columns([3, 2])
+with left:
+    st.plotly_chart(
+        figures.interaction_heatmap(interaction, statistic),
+        key=HEATMAP_KEY,
+        on_select=select_clicked_pair,
+        selection_mode="points",
+    )
+with right:
+    label = st.selectbox(
+        "Pair",
+        list(options),
+        key=PAIR_KEY,
+        help="Pairs ordered by mean |value|. Clicking a heatmap cell selects its pair here.",
+    )
+    player_i, player_j = options[label]
+    st.markdown(f"**Rows with the largest |{index}| of {label}**")
+    st.dataframe(
+        pair_examples(interaction, player_i, player_j, N_EXAMPLES),
+        hide_index=True,
+        column_config={
+            "interaction": st.column_config.NumberColumn(format="%+.4f"),
+            "prediction": st.column_config.NumberColumn(format="%+.4f"),
+        },
+        key="interactions_examples",
+    )
+
+st.header("Top pairs")
+top_k = st.number_input(
+    "Pairs to list", min_value=1, max_value=len(options), value=min(10, len(options)), key="interactions_top_k"
+)
+st.dataframe(
+    top_pairs(interaction, int(top_k)),
+    hide_index=True,
+    column_config={
+        name: st.column_config.NumberColumn(format="%.4f")
+        for name in ("mean_abs_value", "mean_value", "max_abs_value")
+    },
+    key="interactions_top_pairs",
+)
+
+st.header("One row")
+row = st.selectbox(
+    "Row",
+    [int(r) for r in interaction.rows],
+    format_func=lambda r: f"row {r}",
+    key="interactions_row",
+    help="A row of the explained sample.",
+)
+st.plotly_chart(
+    figures.sample_interaction_heatmap(interaction, interaction.position_of_row(row)), key="interactions_sample"
+)
+
+st.header("Raw values of one field")
+st.caption(
+    "Mean exact Shapley value per raw value of the field over the explained rows: "
+    "values at the top raise the predicted CTR on average, values at the bottom lower it."
+)
+columns = st.columns([2, 1])
+field = columns[0].selectbox("Field", list(result.shapley.field_names), key="interactions_value_field")
+min_count = columns[1].number_input(
+    "Minimum rows per value", min_value=1, value=1, key="interactions_min_count", help="Hide rarer values."
+)
+try:
+    effects = value_effects(result.shapley, field, min_count=int(min_count))
+except (KeyError, ValueError) as err:
+    st.error(f"Cannot average the values of {field}: {err}")
+    st.stop()
+if effects.empty:
+    st.info(f"No value of {field} occurs in at least {int(min_count)} rows. Lower the minimum.")
+    st.stop()
+st.plotly_chart(
+    figures.value_effects_bar(result.shapley, field, min_count=int(min_count)), key="interactions_value_effects"
+)
+st.dataframe(
+    effects,
+    hide_index=True,
+    column_config={
+        "mean_attribution": st.column_config.NumberColumn(format="%+.4f"),
+        "std_attribution": st.column_config.NumberColumn(format="%.4f"),
+    },
+    key="interactions_value_table",
+)
