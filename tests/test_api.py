@@ -83,7 +83,20 @@ def assert_same_attribution(actual: Attribution, expected: Attribution) -> None:
 
 
 def test_registry_lists_methods():
-    assert list(METHODS) == ["integrated_gradients", "exact_shapley", "exact_banzhaf"]
+    assert list(METHODS) == [
+        "integrated_gradients",
+        "exact_shapley",
+        "exact_banzhaf",
+        "permutation_shapley",
+        "kernel_shap",
+        "captum_feature_ablation",
+        "captum_shapley_sampling",
+    ]
+    assert [name for name, entry in METHODS.items() if entry.sampled] == [
+        "permutation_shapley",
+        "kernel_shap",
+        "captum_shapley_sampling",
+    ]
     assert method_names(include_auto=True) == ["auto", *METHODS]
     assert METHODS["integrated_gradients"].baselines == ("zero", "oov")
     assert METHODS["integrated_gradients"].output_spaces == ("logit",)
@@ -180,8 +193,19 @@ def test_auto_uses_exact_shapley(model, dataset):
     assert auto.parameters["requested_method"] == "auto"
 
 
-def test_auto_above_16_players_suggests_groups():
+def test_auto_above_16_players_samples():
     model, inputs = wide_model(17)
+
+    result = explain(model, inputs, method="auto", budget=400, random_state=0)
+
+    assert result.method == "permutation_shapley"
+    assert result.standard_errors is not None
+    np.testing.assert_allclose(result.values.sum(axis=1), result.predictions - result.base_values, atol=1e-6)
+
+
+def test_auto_above_16_without_sampler_suggests_groups(monkeypatch):
+    model, inputs = wide_model(17)
+    monkeypatch.setattr(api, "METHODS", {k: v for k, v in api.METHODS.items() if k != api.AUTO_SAMPLED_METHOD})
 
     with pytest.raises(ValueError, match=r"at most 16 players, and there are 17") as caught:
         explain(model, inputs, method="auto")
@@ -197,14 +221,6 @@ def test_auto_groups_bring_players_under_16():
 
     assert result.field_names == ("first", "second")
     np.testing.assert_allclose(result.values.sum(axis=1), result.predictions - result.base_values, atol=1e-6)
-
-
-def test_auto_above_16_uses_sampled_method_once_registered(monkeypatch):
-    model, inputs = wide_model(17)
-    monkeypatch.setattr(api, "METHODS", dict(api.METHODS))
-    register_method(api.AUTO_SAMPLED_METHOD, lambda *args, **kwargs: "sampled result", "test double", sampled=True)
-
-    assert api.resolve_method("auto", model).name == api.AUTO_SAMPLED_METHOD
 
 
 # --- error texts -----------------------------------------------------------------

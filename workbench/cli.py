@@ -32,6 +32,7 @@ from workbench.data import (
 )
 from workbench.explain import (
     INTERACTION_INDICES,
+    INTERACTION_METHODS,
     METHODS,
     background_sample,
     check_method_name,
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="samples per backward pass (default: 128); integrated_gradients only",
     )
+    _add_sampling_options(explain, "sampled methods (permutation_shapley, kernel_shap, captum_shapley_sampling)")
     explain.set_defaults(handler=run_explain)
 
     interactions_cmd = commands.add_parser(
@@ -289,6 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
             + "; ".join(f"{name}: {text}" for name, text in INTERACTION_INDICES.items())
         ),
     )
+    interactions_cmd.add_argument(
+        "--method",
+        choices=list(INTERACTION_METHODS),
+        default="exact",
+        help=(
+            "how to compute the index (default: exact). "
+            + "; ".join(f"{name}: {entry.summary} (indices: {', '.join(entry.indices)})" for name, entry in INTERACTION_METHODS.items())
+        ),
+    )
+    _add_sampling_options(interactions_cmd, "--method permutation_sii")
     interactions_cmd.add_argument(
         "--top", type=_positive_int, default=10, help="number of pairs to print, by mean |value| (default: 10)"
     )
@@ -476,16 +488,40 @@ def _load_explain_inputs(args: argparse.Namespace) -> ExplainInputs:
     return ExplainInputs(bundle=bundle, dataset=dataset, rows=rows, players=players, background=background)
 
 
-def run_explain(args: argparse.Namespace) -> int:
-    method_options: dict[str, Any] = {}
-    for option, name in (("--n-steps", "n_steps"), ("--batch-size", "batch_size")):
-        value = getattr(args, name)
+def _add_sampling_options(parser: argparse.ArgumentParser, used_by: str) -> None:
+    parser.add_argument(
+        "--budget",
+        type=_positive_int,
+        help=f"coalition evaluations per sample (default: the method's own); {used_by} only",
+    )
+    parser.add_argument(
+        "--random-state",
+        type=int,
+        help=f"seed of the sampled coalitions (default: unseeded); {used_by} only",
+    )
+
+
+def _method_options(args: argparse.Namespace, method: str, accepted: tuple[str, ...] | None, flags: dict[str, str]) -> dict[str, Any]:
+    """Collect the method-specific options that were given, rejecting those ``method`` does not take."""
+    options: dict[str, Any] = {}
+    for flag, name in flags.items():
+        value = getattr(args, name, None)
         if value is None:
             continue
-        if args.method != "integrated_gradients":
-            msg = f"{option} applies only to --method integrated_gradients; got --method {args.method}"
+        if accepted is not None and name not in accepted:
+            msg = f"{flag} does not apply to --method {method}; it takes: {', '.join(accepted) or 'no extra options'}"
             raise CLIError(msg)
-        method_options[name] = value
+        options[name] = value
+    return options
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    flags = {"--n-steps": "n_steps", "--batch-size": "batch_size", "--budget": "budget", "--random-state": "random_state"}
+    if args.method == "auto":
+        accepted: tuple[str, ...] | None = ()
+    else:
+        accepted = METHODS[args.method].options
+    method_options = _method_options(args, args.method, accepted, flags)
     inputs = _load_explain_inputs(args)
     attribution = explain(
         inputs.bundle.model,
@@ -523,11 +559,18 @@ def _significant(value: float, digits: int = 6) -> float:
 
 
 def run_interactions(args: argparse.Namespace) -> int:
+    entry = INTERACTION_METHODS[args.method]
+    if args.index not in entry.indices:
+        msg = f"--method {args.method} computes {', '.join(entry.indices)}; got --index {args.index}"
+        raise CLIError(msg)
+    method_options = _method_options(args, args.method, entry.options, {"--budget": "budget", "--random-state": "random_state"})
     inputs = _load_explain_inputs(args)
     interaction = interactions(
         inputs.bundle.model,
         inputs.dataset,
         inputs.rows,
+        method=args.method,
+        **method_options,
         index=args.index,
         baseline=args.baseline,
         players=inputs.players,
@@ -590,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of stdout (for example `head`) closed the pipe: stop quietly.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,6 +30,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from workbench.explain.captum_methods import captum_feature_ablation, captum_shapley_sampling
+from workbench.explain.sampling import kernel_shap, permutation_sii, permutation_shapley
 from workbench.data import CTRDataset
 from workbench.explain.exact import DEFAULT_MAX_PLAYERS, _group_raw_values, exact_indices
 from workbench.explain.game import (
@@ -515,8 +517,34 @@ register_method(
     efficient=False,
     options=("max_players",),
 )
-# Sampled estimators register here with one line each, for example:
-# register_method("permutation_shapley", permutation_shapley, "...", sampled=True, options=("budget", "random_state"))
+register_method(
+    "permutation_shapley",
+    permutation_shapley,
+    "sampled Shapley values from antithetic permutations, with standard errors; any number of players",
+    sampled=True,
+    options=("budget", "random_state"),
+)
+register_method(
+    "kernel_shap",
+    kernel_shap,
+    "KernelSHAP: weighted least squares over paired coalitions with efficiency enforced, with standard errors",
+    sampled=True,
+    options=("budget", "random_state"),
+)
+register_method(
+    "captum_feature_ablation",
+    captum_feature_ablation,
+    "captum FeatureAblation on the field embeddings: v(all) - v(all but the field); not efficient",
+    efficient=False,
+    options=("budget",),
+)
+register_method(
+    "captum_shapley_sampling",
+    captum_shapley_sampling,
+    "captum ShapleyValueSampling on the field embeddings, permutations shared by all samples",
+    sampled=True,
+    options=("budget", "random_state"),
+)
 
 
 # --- interactions -----------------------------------------------------------------
@@ -613,6 +641,13 @@ register_interaction_method(
     "exact pair indices from all 2**n_players coalitions (up to 16 players by default)",
     indices=tuple(INTERACTION_INDICES),
     options=("max_players",),
+)
+register_interaction_method(
+    "permutation_sii",
+    permutation_sii,
+    "sampled Shapley interaction index of every pair from permutation walks, with standard errors",
+    indices=("SII",),
+    options=("budget", "random_state"),
 )
 
 
