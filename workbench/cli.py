@@ -342,7 +342,9 @@ def resolve_schema_spec(args: argparse.Namespace, frame_columns: list[str]) -> S
 
 
 def _data_record(path: Path, n_rows: int) -> dict[str, Any]:
-    return {"path": str(path.resolve()), "sha256": file_fingerprint(path), "rows": n_rows}
+    # The path is kept as given, so bundles trained from a checkout with relative
+    # paths (as scripts/build_models.sh does) do not record this machine's folders.
+    return {"path": str(path), "sha256": file_fingerprint(path), "rows": n_rows}
 
 
 def run_train(args: argparse.Namespace) -> int:
