@@ -6,8 +6,8 @@ terms as features is a well-specified model: its AUC shows what 80,000
 training rows allow, next to the ceiling of the true probabilities (0.784 on
 test, from the ground truth).
 
-With ``--bundle``, the script also asks which planted interactions a trained
-bundle has missed: for each term it fits, on the validation split with 5-fold
+With ``--bundle``, the script also checks which planted terms a trained
+bundle has missed. For each term it fits, on the validation split with 5-fold
 cross-validation, a logistic regression on the bundle's logit plus that term.
 A term that raises the AUC is one the bundle has not fully learned.
 

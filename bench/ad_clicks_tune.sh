@@ -13,7 +13,7 @@ WORKBENCH=${WORKBENCH:-.venv/bin/workbench}
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT_DIR=runs/ad_clicks_tune
 
-# Shared by every run: small models that train in about a minute on 2 CPU cores.
+# Shared by every run: the small model sizes used for the bundles in models/.
 COMMON="--embedding-dim 8 --hidden-units 64,64 --batch-size 1024"
 
 # run name -> architecture and the options on top of COMMON

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the small hyper-parameter search on Frappe that chose the settings in
-# bench/frappe_train.sh (mainly the embedding L2 coefficient of DeepFM and
-# DCNv2, and two values each for LR, FM and AutoInt+), then print the results.
+# bench/frappe_train.sh, then print the results. It varies the embedding L2
+# coefficient of every model and the learning rate of LR and FM.
 # Settings are compared on VALIDATION AUC only; test metrics are printed but
 # were not used to choose. Each run writes a bundle to runs/frappe_tune/<run>.
 #

@@ -2,7 +2,7 @@
 # Train the five bundled models (LR, FM, DeepFM, DCNv2, AutoInt+) on
 # sample_data/ad_clicks and write them to models/ad_clicks_<arch>, replacing
 # existing bundles. Training is seeded, so a rerun on the same machine and
-# library versions gives the same weights. Takes about a minute on 2 CPU cores.
+# library versions gives the same weights. Took about 3 minutes on 2 CPU cores.
 #
 # Usage: bash scripts/build_models.sh [ARCH ...]   (default: all five)
 # The settings were chosen on validation AUC with bench/ad_clicks_tune.sh;
@@ -17,7 +17,7 @@ SEED=2024
 
 # Shared by every model. The 10,000-user id field overfits within two epochs
 # at the CLI default embedding L2 (0.001), so the deep models use a much
-# stronger one; LR and FM fit better with a small L2 and a larger step.
+# stronger one. LR and FM scored higher with a small L2 and a larger step.
 COMMON=(--embedding-dim 8 --hidden-units 64,64 --batch-size 1024 --seed "$SEED")
 declare -A OPTIONS=(
     [lr]="--embedding-regularizer 1e-4 --learning-rate 1e-2"

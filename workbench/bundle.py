@@ -10,6 +10,7 @@ versions. Weights are read with safetensors only, so loading never unpickles.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -139,6 +140,7 @@ def save_bundle(
             },
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        _apply_umask(staging)
         if path.exists():
             shutil.rmtree(path)
         staging.rename(path)
@@ -146,6 +148,19 @@ def save_bundle(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give a staged bundle the permissions of a normally created folder.
+
+    ``tempfile.mkdtemp`` creates folders readable by the owner only, which
+    would hide the bundle from an app server that runs as another user.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.iterdir():
+        item.chmod(0o666 & ~umask)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
