@@ -273,12 +273,10 @@ def exact_indices(
         )
         raise ValueError(msg)
 
-    inputs, rows, labels, raw_values = _select_samples(data, rows, groups if players is not None else None)
-    if isinstance(background, CTRDataset):
-        background = background.tensors()
-    game = EmbeddingGame(
+    game, rows, labels, raw_values = prepare_game(
         model,
-        inputs,
+        data,
+        rows,
         baseline=baseline,
         players=players,
         output_space=output_space,
@@ -346,6 +344,38 @@ def exact_indices(
         fsii=interaction("FSII", "fsii_main", "fsii"),
         values=np.concatenate(kept_values) if keep_values else None,
     )
+
+
+def prepare_game(
+    model: CTRModel,
+    data: CTRDataset | Mapping[str, torch.Tensor],
+    rows: np.ndarray | Sequence[int] | None,
+    *,
+    baseline: str,
+    players: Mapping[str, Sequence[str]] | None,
+    output_space: str,
+    chunk_size: int,
+    background: CTRDataset | Mapping[str, torch.Tensor] | None,
+) -> tuple[EmbeddingGame, np.ndarray, np.ndarray | None, pd.DataFrame | None]:
+    """Select the samples and build their coalition game; return it with rows, labels and raw values.
+
+    The exact, sampled and screening engines all start here, so one set of
+    arguments always describes the same game.
+    """
+    _, groups, _ = resolve_players(model.schema.field_names, players)
+    inputs, rows, labels, raw_values = _select_samples(data, rows, groups if players is not None else None)
+    if isinstance(background, CTRDataset):
+        background = background.tensors()
+    game = EmbeddingGame(
+        model,
+        inputs,
+        baseline=baseline,
+        players=players,
+        output_space=output_space,
+        chunk_size=chunk_size,
+        background=background,
+    )
+    return game, rows, labels, raw_values
 
 
 def _block_progress(

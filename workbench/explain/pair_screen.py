@@ -39,8 +39,8 @@ import pandas as pd
 import torch
 
 from workbench.data import CTRDataset
-from workbench.explain.exact import _select_samples
-from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, resolve_players
+from workbench.explain.exact import prepare_game
+from workbench.explain.game import DEFAULT_CHUNK_SIZE, resolve_players
 from workbench.zoo.base import CTRModel
 
 
@@ -173,12 +173,10 @@ def pair_screen(
     no standard errors.
     """
     _, groups, _ = resolve_players(model.schema.field_names, players)
-    inputs, rows, labels, raw_values = _select_samples(data, rows, groups if players is not None else None)
-    if isinstance(background, CTRDataset):
-        background = background.tensors()
-    game = EmbeddingGame(
+    game, rows, labels, raw_values = prepare_game(
         model,
-        inputs,
+        data,
+        rows,
         baseline=baseline,
         players=players,
         output_space=output_space,

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 from workbench.data import CTRDataset
-from workbench.explain.exact import _select_samples
+from workbench.explain.exact import prepare_game
 from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, _eval_mode, resolve_players
 from workbench.explain.interaction import Interaction
 from workbench.explain.result import Attribution
@@ -109,12 +109,10 @@ def _prepare(
 ) -> _Setup:
     """Select the samples and build their game the way :func:`workbench.explain.exact.exact_indices` does."""
     _, groups, _ = resolve_players(model.schema.field_names, players)
-    inputs, rows, labels, raw_values = _select_samples(data, rows, groups if players is not None else None)
-    if isinstance(background, CTRDataset):
-        background = background.tensors()
-    game = EmbeddingGame(
+    game, rows, labels, raw_values = prepare_game(
         model,
-        inputs,
+        data,
+        rows,
         baseline=baseline,
         players=players,
         output_space=output_space,
