@@ -60,6 +60,7 @@ def open_page(page: str, **session_state) -> AppTest:
     app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
     app.session_state["importance_rows"] = IMPORTANCE_ROWS
     app.session_state["interactions_rows"] = INTERACTIONS_ROWS
+    app.session_state["interactions_started"] = True
     for key, value in session_state.items():
         app.session_state[key] = value
     app.run()

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from helpers import one_torch_thread  # noqa: F401 (autouse fixture)
-from test_app import app_env, errors, metric, open_page, plotly_specs  # noqa: F401 (app_env is a fixture)
+from streamlit.testing.v1 import AppTest
+from test_app import APP_PATH, TIMEOUT_S, app_env, errors, metric, open_page, plotly_specs  # noqa: F401 (app_env is a fixture)
 from workbench.app import rows, state, tables
 from workbench.bundle import load_bundle
 from workbench.data import load_dataset
@@ -306,3 +307,20 @@ def test_importance_bad_groups_show_error(app_env):
     assert not app.exception
     assert len(errors(app)) == 1
     assert "fields missing from the groups" in errors(app)[0]
+
+
+def test_interactions_wait_for_compute_button(app_env):
+    app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
+    app.session_state["interactions_rows"] = N_ROWS
+    app.run()
+    app.switch_page("workbench/app/pages/interactions.py")
+    app.run()
+
+    assert not app.exception
+    assert any("Press **Compute interactions** to start" in info.value for info in app.info)
+    assert not app.get("plotly_chart")
+
+    app.button(key="interactions_submit").click().run()
+
+    assert not app.exception
+    assert app.get("plotly_chart")

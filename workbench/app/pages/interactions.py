@@ -9,6 +9,9 @@ from workbench.explain.summaries import pair_examples, top_pairs, value_effects
 
 HEATMAP_KEY = "interactions_heatmap"
 PAIR_KEY = "interactions_pair"
+# Set by the Compute button: exact interactions cost rows * 2**players forward
+# passes, so the page waits for the user instead of starting on open.
+STARTED_KEY = "interactions_started"
 N_EXAMPLES = 10
 
 st.title("Interactions")
@@ -20,8 +23,8 @@ with st.form("interactions_form"):
         "Rows to explain",
         min_value=10,
         max_value=5_000,
-        value=200,
-        step=50,
+        value=50,
+        step=10,
         key="interactions_rows",
         help="Size of the random sample of data set rows. Each row costs 2**players forward passes.",
     )
@@ -42,12 +45,21 @@ with st.form("interactions_form"):
     background_rows = controls.background_rows_input(columns[0], key="interactions_background_rows")
     with columns[1]:
         groups_text = controls.groups_input(key="interactions_groups")
-    st.form_submit_button("Compute interactions", key="interactions_submit")
+    if st.form_submit_button("Compute interactions", key="interactions_submit"):
+        st.session_state[STARTED_KEY] = True
 
 try:
     groups = state.parse_groups(groups_text)
 except ValueError as err:
     st.error(f"The field groups are not valid: {err}")
+    st.stop()
+if not st.session_state.get(STARTED_KEY):
+    n_players = len(groups) if groups else len(data.bundle.schema.fields)
+    st.info(
+        f"Exact interactions evaluate all 2**{n_players} = {2**n_players:,} coalitions of each row, "
+        f"{int(n_rows) * 2**n_players:,} forward passes for {int(n_rows):,} rows. Field groups make this "
+        "cheaper. Press **Compute interactions** to start."
+    )
     st.stop()
 settings = state.AttributionSettings(
     baseline=baseline, output_space=output_space, background_rows=int(background_rows), groups=groups
@@ -82,14 +94,22 @@ columns = st.columns(4)
 columns[0].metric("Rows explained", f"{interaction.n_samples:,}")
 columns[1].metric("Players", interaction.n_players)
 columns[2].metric("Coalitions per row", f"{interaction.parameters['n_coalitions']:,}")
-columns[3].metric(
-    "Mean completeness gap",
-    f"{interaction.completeness_gap.mean():.2e}",
-    help=(
-        "Mean |main effects + pairs − (prediction − base value)|. About 0 for STII and FSII; "
-        "SII and BII do not add up to the prediction, so there it is a property of the index."
-    ),
-)
+if interaction.is_efficient:
+    span = abs(interaction.predictions - interaction.base_values).mean()
+    columns[3].metric(
+        "Completeness gap share",
+        f"{interaction.completeness_gap.mean() / max(span, 1e-12):.3%}",
+        help="Mean |main effects + pairs − (prediction − base value)| ÷ mean |prediction − base value|.",
+    )
+else:
+    columns[3].metric(
+        "Adds up to the prediction",
+        "no",
+        help=(
+            f"{index} main effects plus pairs do not sum to prediction − base value by definition; "
+            "STII and FSII do."
+        ),
+    )
 st.caption(f"{interaction.describe()} · values are in {controls.units_text(interaction.output_space)}.")
 
 options = tables.pair_options(interaction)
