@@ -424,63 +424,21 @@ def _sum_over_groups(attribution: Attribution, players: Players) -> Attribution:
     )
 
 
-def _exact_shapley(
-    model: CTRModel,
-    data: Data,
-    rows: np.ndarray | Sequence[int] | None,
-    *,
-    baseline: str,
-    players: Players,
-    output_space: str,
-    background: Data | None,
-    chunk_size: int,
-    progress: Callable[[float], None] | None,
-    max_players: int = DEFAULT_MAX_PLAYERS,
-) -> Attribution:
-    """Return exact Shapley values from all ``2**n_players`` coalitions."""
-    return exact_indices(
-        model,
-        data,
-        rows,
-        baseline=baseline,
-        players=players,
-        output_space=output_space,
-        chunk_size=chunk_size,
-        background=background,
-        max_players=max_players,
-        progress=progress,
-    ).shapley
+def _exact_shapley(model: CTRModel, data: Data, rows: np.ndarray | Sequence[int] | None, **game: Any) -> Attribution:
+    """Return exact Shapley values from all ``2**n_players`` coalitions.
+
+    ``game`` holds the registry's shared keywords and ``max_players``, all passed on to
+    :func:`exact_indices`.
+    """
+    return exact_indices(model, data, rows, **game).shapley
 
 
 BANZHAF_NOTE = "Banzhaf values are not efficient: their sum need not equal prediction - base value"
 
 
-def _exact_banzhaf(
-    model: CTRModel,
-    data: Data,
-    rows: np.ndarray | Sequence[int] | None,
-    *,
-    baseline: str,
-    players: Players,
-    output_space: str,
-    background: Data | None,
-    chunk_size: int,
-    progress: Callable[[float], None] | None,
-    max_players: int = DEFAULT_MAX_PLAYERS,
-) -> Attribution:
+def _exact_banzhaf(model: CTRModel, data: Data, rows: np.ndarray | Sequence[int] | None, **game: Any) -> Attribution:
     """Return exact Banzhaf values, with ``parameters["efficient"]`` set to False."""
-    banzhaf = exact_indices(
-        model,
-        data,
-        rows,
-        baseline=baseline,
-        players=players,
-        output_space=output_space,
-        chunk_size=chunk_size,
-        background=background,
-        max_players=max_players,
-        progress=progress,
-    ).banzhaf
+    banzhaf = exact_indices(model, data, rows, **game).banzhaf
     return Attribution(
         values=banzhaf.main_effects,
         base_values=banzhaf.base_values,
@@ -488,8 +446,8 @@ def _exact_banzhaf(
         field_names=banzhaf.player_names,
         rows=banzhaf.rows,
         method="exact_banzhaf",
-        baseline=baseline,
-        output_space=output_space,
+        baseline=banzhaf.baseline,
+        output_space=banzhaf.output_space,
         parameters={**banzhaf.parameters, "efficient": False, "note": BANZHAF_NOTE},
         labels=banzhaf.labels,
         raw_values=banzhaf.raw_values,
@@ -586,32 +544,10 @@ INTERACTION_METHODS: dict[str, InteractionMethod] = {}
 
 
 def _exact_interactions(
-    model: CTRModel,
-    data: Data,
-    rows: np.ndarray | Sequence[int] | None,
-    *,
-    index: str,
-    baseline: str,
-    players: Players,
-    output_space: str,
-    background: Data | None,
-    chunk_size: int,
-    progress: Callable[[float], None] | None,
-    max_players: int = DEFAULT_MAX_PLAYERS,
+    model: CTRModel, data: Data, rows: np.ndarray | Sequence[int] | None, *, index: str, **game: Any
 ) -> Interaction:
-    result = exact_indices(
-        model,
-        data,
-        rows,
-        baseline=baseline,
-        players=players,
-        output_space=output_space,
-        chunk_size=chunk_size,
-        background=background,
-        max_players=max_players,
-        progress=progress,
-    )
-    return result.interactions[index]
+    """Return one exact interaction index; ``game`` is passed on to :func:`exact_indices`."""
+    return exact_indices(model, data, rows, **game).interactions[index]
 
 
 def register_interaction_method(
