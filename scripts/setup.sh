@@ -21,8 +21,8 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] \
     exit 0
 fi
 
-# Install torch before everything else: where a CPU wheel of 2.13.0 is the
-# local default this avoids a multi-GB CUDA download; elsewhere pip takes
+# Install torch before everything else. Where a CPU wheel of 2.13.0 is the
+# local default, this avoids a multi-GB CUDA download. Elsewhere pip takes
 # the normal torch build.
 if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     echo "installing torch" >&2

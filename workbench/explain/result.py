@@ -17,7 +17,7 @@ class Attribution:
     ``values[i, f]`` is field ``f``'s share of ``predictions[i] - base_values[i]``
     for sample ``i``, in the units of ``output_space`` (``"logit"``: log-odds).
     ``rows`` are the samples' row numbers in the data set they came from, and
-    ``raw_values`` holds the field values the model saw, as display strings.
+    ``raw_values`` contains the field values the model saw, as display strings.
     """
 
     values: np.ndarray
@@ -67,7 +67,7 @@ class Attribution:
         """Mean completeness gap divided by the mean ``|prediction - base value|``.
 
         Per-sample relative gaps blow up for samples whose prediction is close
-        to the base value; this ratio of means weighs each sample by how much
+        to the base value. This ratio of means weighs each sample by how much
         there is to attribute, so it is the summary the app and CLI report.
         """
         span = np.abs(self.predictions - self.base_values).mean()
@@ -80,7 +80,7 @@ class Attribution:
         )
 
     def sample(self, position: int) -> pd.DataFrame:
-        """One sample's attributions as a frame (field, raw value, attribution), in field order."""
+        """Return one sample's attributions as a frame (field, raw value, attribution), in field order."""
         if not 0 <= position < self.n_samples:
             msg = f"sample position {position} is out of range (0..{self.n_samples - 1})"
             raise IndexError(msg)
