@@ -329,7 +329,7 @@ def test_groups_restrict_field_game(schema, inputs):
     """Group indices equal the indices of the field game restricted to all-in or all-out coalitions."""
     model = scrambled_model("deepfm", schema)
     players = {"context": ["hour", "price"], "user_side": ["user", "history"], "ad": ["item", "vec"]}
-    grouped = exact_indices(model, inputs, players=players, keep_values=True)
+    grouped = exact_indices(model, inputs, players=players, keep_values=True, use_structure=False, deduplicate=False)
     membership = EmbeddingGame(model, inputs, players=players).membership
     restricted = EmbeddingGame(model, inputs).values(all_coalitions(3) @ membership)
     expected = indices_from_values(restricted)
@@ -379,8 +379,9 @@ def test_sample_blocks_keep_results(schema, inputs, monkeypatch):
     monkeypatch.setattr(exact_module, "VALUES_PER_BLOCK", 100)  # one sample (64 coalitions) per block
     seen = []
     blocked = exact_indices(model, inputs, keep_values=True, progress=seen.append)
-    np.testing.assert_array_equal(blocked.values, whole.values)
-    np.testing.assert_array_equal(blocked.sii.pairs, whole.sii.pairs)
+    # Smaller blocks share fewer repeated rows, so rows meet different float32 batches: rounding only.
+    np.testing.assert_allclose(blocked.values, whole.values, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(blocked.sii.pairs, whole.sii.pairs, rtol=0, atol=1e-6)
     assert seen == sorted(seen)
     assert seen[-1] == pytest.approx(1.0)
 

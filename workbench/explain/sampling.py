@@ -173,83 +173,6 @@ def _block_progress(
     return lambda fraction: progress(low + fraction * (high - low))
 
 
-def values_per_sample(
-    game: EmbeddingGame,
-    coalitions: np.ndarray,
-    *,
-    samples: slice | np.ndarray | None = None,
-    progress: Callable[[float], None] | None = None,
-) -> np.ndarray:
-    """Evaluate a different set of coalitions for each sample of ``game``.
-
-    :meth:`EmbeddingGame.values` evaluates one coalition matrix for all
-    samples, but the sampled estimators draw coalitions per sample. This
-    function takes one matrix per sample and forwards all of them in chunks of
-    ``game.chunk_size`` rows. It builds the rows from the game's embeddings,
-    baseline slots, field groups and output space, as the game does.
-
-    Parameters
-    ----------
-    game : the game; its ``n_model_evaluations`` counter grows by the rows forwarded.
-    coalitions : array of bool, shape (n_selected_samples, n_coalitions, n_players)
-        ``coalitions[s, c, p]`` is True when player ``p`` is in coalition ``c`` of selected sample ``s``.
-    samples : positions of the selected samples in the game (default: all).
-    progress : called with the finished fraction in [0, 1] after each forward pass.
-
-    Returns
-    -------
-    ndarray of float64, shape (n_selected_samples, n_coalitions)
-        Values in the units of ``game.output_space``.
-    """
-    coalitions = np.asarray(coalitions, dtype=bool)
-    positions = np.atleast_1d(np.arange(game.n_samples)[slice(None) if samples is None else samples])
-    if coalitions.ndim != 3 or coalitions.shape[0] != positions.size or coalitions.shape[2] != game.n_players:
-        msg = (
-            f"coalitions must have shape ({positions.size}, n_coalitions, {game.n_players}) for the selected "
-            f"samples; got {coalitions.shape}"
-        )
-        raise ValueError(msg)
-    n_selected, n_coalitions, _ = coalitions.shape
-    if n_coalitions == 0:
-        return np.zeros((n_selected, 0))
-
-    # NOTE: this loop copies EmbeddingGame._forward_mixed with one mask per (sample, coalition) in place of
-    # one per coalition. tests/test_sampling.py checks that both give the same values.
-    one_field_each = np.array_equal(game.membership, np.eye(game.n_players, dtype=bool))
-    field_masks = coalitions if one_field_each else np.matmul(coalitions, game.membership)
-    device = game.device
-    masks = torch.from_numpy(np.ascontiguousarray(field_masks.reshape(n_selected * n_coalitions, -1))).to(device)
-    embeddings = game.embeddings[torch.from_numpy(positions).to(device)]
-    baseline = game.baseline_embeddings
-    n_background = game.n_background
-    n_rows = n_selected * n_coalitions * n_background
-    sums = torch.zeros(n_selected * n_coalitions, dtype=torch.float64)
-
-    with _eval_mode(game.model):
-        for start in range(0, n_rows, game.chunk_size):
-            stop = min(start + game.chunk_size, n_rows)
-            # Row r stands for sample r // (C K), coalition (r // K) % C and background row r % K.
-            row = torch.arange(start, stop, device=device)
-            pair = row // n_background
-            keep = masks[pair].unsqueeze(-1)
-            filler = baseline if n_background == 1 else baseline[row % n_background]
-            mixed = torch.where(keep, embeddings[pair // n_coalitions], filler)
-            output = game.model.logit_from_embeddings(mixed).to(device="cpu", dtype=torch.float64)
-            if game.output_space == "probability":
-                output = torch.sigmoid(output)
-            if n_background == 1:
-                sums[start:stop] = output
-            else:
-                sums.index_add_(0, pair.cpu(), output)
-            game.n_model_evaluations += stop - start
-            if progress is not None:
-                progress(stop / n_rows)
-
-    if n_background > 1:
-        sums /= n_background
-    return sums.reshape(n_selected, n_coalitions).numpy()
-
-
 def _end_values(setup: _Setup) -> tuple[np.ndarray, np.ndarray]:
     """Return v(∅) and v(N) per sample, shape (n_samples,) each, at a cost of 2 coalitions per sample."""
     n_players = setup.n_players
@@ -388,7 +311,7 @@ def _permutation_estimates(
         forward = ranks[:, :, None, :] < sizes[None, None, :, None]
         coalitions = np.concatenate([forward, ~forward], axis=1).reshape(len(ranks), n_coalitions, n_players)
         on_block = _block_progress(progress, block.start / game.n_samples, block.stop / game.n_samples)
-        values = values_per_sample(game, coalitions, samples=block, progress=on_block)
+        values = game.values_per_sample(coalitions, samples=block, progress=on_block)
         values = values.reshape(len(ranks), 2, n_pairs, n_players - 1)
 
         # chain[s, m, k] = v(prefix of size k) and complement_chain[s, m, k] = v(N minus that prefix), k = 0 .. P.
@@ -644,7 +567,7 @@ def _kernel_estimates(
         coalitions = np.concatenate([units, ~units], axis=1)
         low = share + (1 - share) * block.start / n_samples
         high = share + (1 - share) * block.stop / n_samples
-        values = values_per_sample(game, coalitions, samples=block, progress=_block_progress(progress, low, high))
+        values = game.values_per_sample(coalitions, samples=block, progress=_block_progress(progress, low, high))
         gains = values - empty[block, None]
         z, z_complement = units.astype(np.float64), (~units).astype(np.float64)
         y, y_complement = gains[:, :n_units], gains[:, n_units:]
@@ -927,7 +850,7 @@ def _sii_estimates(
         )  # (n_chunk, n_blocks, n_forward, P)
         coalitions = np.concatenate([forward, ~forward], axis=2).reshape(n_chunk, -1, n_players)
         on_chunk = _block_progress(progress, chunk.start / n_samples, chunk.stop / n_samples)
-        values = values_per_sample(game, coalitions, samples=chunk, progress=on_chunk)
+        values = game.values_per_sample(coalitions, samples=chunk, progress=on_chunk)
         values = values.reshape(n_chunk, n_blocks, 2, n_forward)
 
         # chain[..., k, t] is v(first t players of path k), and complement_chain[..., k, t] is v(N minus them).

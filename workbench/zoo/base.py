@@ -11,6 +11,7 @@ column of the same slot rather than in a separate table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -44,9 +45,30 @@ class CTRModel(nn.Module):
     def n_fields(self) -> int:
         return len(self.schema.fields)
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
-        """Map ``(batch_size, n_fields, embedding_width)`` to logits of shape ``(batch_size,)``."""
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Map ``(batch_size, n_fields, embedding_width)`` to logits of shape ``(batch_size,)``.
+
+        ``first_layer_outputs``, when given, holds the outputs of the layers
+        listed by :meth:`first_layers` for these rows, computed elsewhere; the
+        model uses them instead of applying those layers itself.
+        """
         raise NotImplementedError
+
+    def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Affine layers that read the embedding tensor directly, split by field slot.
+
+        Each entry is ``(weight, bias)`` with ``weight`` of shape
+        ``(out_features, n_fields, embedding_width)`` and ``bias`` of shape
+        ``(out_features,)``: the layer maps embeddings ``x`` to
+        ``einsum("bfw,ofw->bo", x, weight) + bias``. Because that output is a
+        sum of one term per field, a coalition game can add precomputed
+        per-field terms instead of running the layer on every coalition row
+        (see ``workbench.explain.game.EmbeddingGame``). The default, an empty
+        list, means the model offers no such layer.
+        """
+        return []
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the logit (log-odds of a click) per sample, shape ``(batch_size,)``."""

@@ -45,8 +45,16 @@ class MLP(nn.Module):
         self.output_dim = width
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    def forward(self, x: torch.Tensor, first_output: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layers; with ``first_output``, start from that output of the first linear layer instead."""
+        if first_output is None:
+            return self.layers(x)
+        return self.layers[1:](first_output)
+
+    @property
+    def first_linear(self) -> nn.Linear | None:
+        """The linear layer that reads the input, or ``None`` for an MLP without layers."""
+        return self.layers[0] if len(self.layers) else None
 
 
 class CrossNetV2(nn.Module):
@@ -56,10 +64,12 @@ class CrossNetV2(nn.Module):
         super().__init__()
         self.cross_layers = nn.ModuleList(nn.Linear(input_dim, input_dim) for _ in range(n_layers))
 
-    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, first_output: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the cross layers; ``first_output``, when given, replaces ``W_0 x_0 + b_0``."""
         x = x0
-        for layer in self.cross_layers:
-            x = x0 * layer(x) + x
+        for position, layer in enumerate(self.cross_layers):
+            linear = first_output if position == 0 and first_output is not None else layer(x)
+            x = x0 * linear + x
         return x
 
 

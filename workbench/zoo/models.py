@@ -25,6 +25,20 @@ def _fm_pairwise(v: torch.Tensor) -> torch.Tensor:
     return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
 
 
+def _slot_layer(linear: nn.Linear, n_fields: int, width: int, used: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """View a linear layer over flattened field slots as ``(weight (out, F, width), bias)``.
+
+    ``used`` is the number of leading slot columns the layer reads (all when
+    ``None``); the columns after them get zero weight.
+    """
+    used = width if used is None else used
+    weight = linear.weight.reshape(linear.out_features, n_fields, used)
+    if used < width:
+        weight = torch.nn.functional.pad(weight, (0, width - used))
+    bias = linear.bias if linear.bias is not None else weight.new_zeros(linear.out_features)
+    return weight, bias
+
+
 class LogisticRegression(CTRModel):
     """LR: ``logit = b + sum_f w_f``; each field slot is its one-dimensional weight."""
 
@@ -35,7 +49,9 @@ class LogisticRegression(CTRModel):
         super().__init__(schema, embedding_dim=1, **hyperparameters)
         self.bias = nn.Parameter(torch.zeros(1))
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         return field_embeddings.sum(dim=(1, 2)) + self.bias
 
 
@@ -59,7 +75,9 @@ class FactorizationMachine(CTRModel):
         """Split slots into factor vectors ``(B, F, D)`` and first-order weights ``(B, F)``."""
         return field_embeddings[..., :-1], field_embeddings[..., -1]
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         factors, weights = self.split_slots(field_embeddings)
         return self.bias + weights.sum(dim=1) + _fm_pairwise(factors)
 
@@ -92,9 +110,19 @@ class DeepFM(FactorizationMachine):
             self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
         )
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+    def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        linear = self.dnn.first_linear
+        if linear is None:
+            return []
+        # The DNN reads the factor vectors only, not the first-order weight in each slot's last column.
+        return [_slot_layer(linear, self.n_fields, self.embedding_width, used=self.embedding_dim)]
+
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         factors, _ = self.split_slots(field_embeddings)
-        deep = self.dnn(factors.flatten(start_dim=1)).squeeze(-1)
+        first = first_layer_outputs[0] if first_layer_outputs else None
+        deep = self.dnn(factors.flatten(start_dim=1), first_output=first).squeeze(-1)
         return super().logit_from_embeddings(field_embeddings) + deep
 
 
@@ -137,11 +165,21 @@ class DCNv2(CTRModel):
         head_input = self.dnn.output_dim + (input_dim if structure == "parallel" else 0)
         self.head = nn.Linear(head_input, 1)
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+    def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # The first cross layer always reads x0; the DNN reads it only in the parallel structure.
+        layers = [_slot_layer(self.cross_net.cross_layers[0], self.n_fields, self.embedding_width)]
+        if self.structure == "parallel" and self.dnn.first_linear is not None:
+            layers.append(_slot_layer(self.dnn.first_linear, self.n_fields, self.embedding_width))
+        return layers
+
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         x0 = field_embeddings.flatten(start_dim=1)
-        crossed = self.cross_net(x0)
+        outputs = list(first_layer_outputs) if first_layer_outputs else [None, None]
+        crossed = self.cross_net(x0, first_output=outputs[0])
         if self.structure == "parallel":
-            final = torch.cat([crossed, self.dnn(x0)], dim=1)
+            final = torch.cat([crossed, self.dnn(x0, first_output=outputs[1] if len(outputs) > 1 else None)], dim=1)
         else:
             final = self.dnn(crossed)
         return self.head(final).squeeze(-1)
@@ -192,12 +230,19 @@ class AutoIntPlus(CTRModel):
             self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
         )
 
-    def logit_from_embeddings(self, field_embeddings: torch.Tensor) -> torch.Tensor:
+    def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        linear = self.dnn.first_linear
+        return [] if linear is None else [_slot_layer(linear, self.n_fields, self.embedding_width)]
+
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         x = field_embeddings
         for layer in self.attention:
             x = layer(x)
         attention_logit = self.attention_head(x.flatten(start_dim=1)).squeeze(-1)
-        deep_logit = self.dnn(field_embeddings.flatten(start_dim=1)).squeeze(-1)
+        first = first_layer_outputs[0] if first_layer_outputs else None
+        deep_logit = self.dnn(field_embeddings.flatten(start_dim=1), first_output=first).squeeze(-1)
         return attention_logit + deep_logit
 
 
