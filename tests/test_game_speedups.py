@@ -49,6 +49,12 @@ def _key(architecture: str, overrides: dict) -> str:
     return architecture + ("-stacked" if overrides.get("structure") == "stacked" else "")
 
 
+@pytest.fixture(autouse=True)
+def small_jobs_deduplicate(monkeypatch):
+    """Let the tiny games here use deduplication, which normally waits for 65,536 rows."""
+    monkeypatch.setattr(game_module, "MIN_ROWS_TO_DEDUPLICATE", 0)
+
+
 @pytest.fixture(scope="module")
 def schema():
     return tiny_schema()
@@ -187,6 +193,14 @@ def test_deduplication_with_shuffled_and_repeated_coalitions(schema):
     fast = EmbeddingGame(model, inputs, deduplicate=True).values(coalitions)
     np.testing.assert_allclose(fast, EmbeddingGame(model, inputs).values(coalitions), **TOLERANCE)
     np.testing.assert_array_equal(fast[:, 30:], fast[:, :5])
+
+
+def test_deduplication_skipped_for_small_jobs(schema, monkeypatch):
+    monkeypatch.setattr(game_module, "MIN_ROWS_TO_DEDUPLICATE", 9 * 64 + 1)
+    model = _model("deepfm", {}, schema)
+    game = EmbeddingGame(model, _repeating_inputs(schema, 9), deduplicate=True)
+    game.values(all_coalitions(len(schema.fields)))
+    assert game.n_model_evaluations == 9 * 64
 
 
 def test_deduplication_skipped_without_repeats(schema):

@@ -36,8 +36,16 @@ OUTPUT_SPACES = ("logit", "probability")
 MIN_SHARED_ROWS = 0.05
 """Share of repeated rows above which :meth:`EmbeddingGame.values` forwards each distinct row only once."""
 
-DEFAULT_CHUNK_SIZE = 32_768
-"""Rows per forward pass; a DeepFM with three layers of 400 units needs about 50 MB per layer at this size."""
+MIN_ROWS_TO_DEDUPLICATE = 65_536
+"""Smallest number of rows (samples x coalitions) for which :meth:`EmbeddingGame.values` looks for repeats.
+
+Grouping the samples costs one ``np.unique`` per coalition, about 40 ms for 1,024 coalitions; below this
+size that is more than the rows it can save (measured on 20 Frappe rows: 1.19 x the plain evaluation)."""
+
+DEFAULT_CHUNK_SIZE = 4_096
+"""Rows per forward pass. On CPUs, chunks whose activations fit in the caches run fastest: a Frappe DCNv2
+(DNN 400-400-400) took 5.2 microseconds per row in chunks of 2,048 or 4,096 rows and 10.4 in chunks of
+32,768, on 2 cores (bench/exact_frappe.py, docs/benchmarks.md)."""
 
 
 def all_coalitions(n_players: int) -> np.ndarray:
@@ -145,8 +153,8 @@ class EmbeddingGame:
         a sum of one term per field, so its output for a coalition is the sum
         of the sample's terms for the present fields and the baseline's terms
         for the absent ones. The game computes those terms once per sample and
-        adds them with one small matrix product per sample instead of running
-        the layer on every coalition row. The values agree with
+        adds them up with one matrix product per block of samples instead of
+        running the layer on every coalition row. The values agree with
         ``use_structure=False`` up to float32 rounding (about 1e-6).
     deduplicate : bool
         In :meth:`values`, forward each distinct row once (default ``False``;
@@ -154,14 +162,15 @@ class EmbeddingGame:
         Samples that share the values of the fields a coalition keeps give
         the same row for that coalition: on 1,000 Frappe test rows, 21 % of
         the 1,024,000 rows of the exact game repeat. Used when at least
-        :data:`MIN_SHARED_ROWS` of the rows repeat; the structured path is
-        used otherwise.
+        :data:`MIN_SHARED_ROWS` of the rows repeat and a call has at least
+        :data:`MIN_ROWS_TO_DEDUPLICATE` rows; the structured path is used
+        otherwise.
 
     Notes
     -----
     Evaluating ``C`` coalitions for ``n`` samples forwards ``n * C`` rows, or
     ``n * C * K`` rows for the ``"expectation"`` baseline, in chunks of
-    ``chunk_size``. The field embeddings of the samples and of the background
+    ``chunk_size`` (fewer with ``deduplicate``). The field embeddings of the samples and of the background
     are computed once, at construction. :attr:`n_model_evaluations` counts the
     rows forwarded through ``logit_from_embeddings`` so far.
     """
@@ -409,10 +418,11 @@ class EmbeddingGame:
         fields and the samples agree on every kept slot. Pairs are numbered
         ``coalition * n_samples + sample``. Returns one pair number per
         distinct row and, for every pair, the position of its distinct row;
-        or ``None`` when fewer than :data:`MIN_SHARED_ROWS` of the rows repeat.
+        or ``None`` when fewer than :data:`MIN_SHARED_ROWS` of the rows repeat or there are
+        fewer than :data:`MIN_ROWS_TO_DEDUPLICATE` rows.
         """
         n_samples, n_fields = embeddings.shape[0], embeddings.shape[1]
-        if n_samples < 2:
+        if n_samples < 2 or n_samples * field_masks.shape[0] < MIN_ROWS_TO_DEDUPLICATE:
             return None
         # codes[f]: rank of each sample's slot f among the distinct slot vectors of field f.
         slots = embeddings.detach().cpu().numpy()
