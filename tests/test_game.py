@@ -45,9 +45,9 @@ def tiny_inputs(schema: Schema, n_rows: int, seed: int = 0) -> dict[str, torch.T
     return inputs
 
 
-def scrambled_model(architecture: str, schema: Schema, seed: int = 0) -> CTRModel:
+def scrambled_model(architecture: str, schema: Schema, seed: int = 0, **overrides) -> CTRModel:
     """A tiny model with weights of standard deviation 0.5, so games are far from trivial; PAD rows stay zero."""
-    model = build_tiny_model(architecture, schema, seed=seed)
+    model = build_tiny_model(architecture, schema, seed=seed, **overrides)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.parameters():

@@ -39,8 +39,8 @@ MIN_SHARED_ROWS = 0.05
 MIN_ROWS_TO_DEDUPLICATE = 65_536
 """Smallest number of rows (samples x coalitions) for which :meth:`EmbeddingGame.values` looks for repeats.
 
-Grouping the samples costs one ``np.unique`` per coalition, about 40 ms for 1,024 coalitions; below this
-size that is more than the rows it can save (measured on 20 Frappe rows: 1.19 x the plain evaluation)."""
+Grouping the samples costs one ``np.unique`` per coalition, about 40 ms for 1,024 coalitions. Below this
+size that costs more than the rows it saves: on 20 Frappe rows, the exact game took 1.19 times as long."""
 
 DEFAULT_CHUNK_SIZE = 4_096
 """Rows per forward pass. On CPUs, chunks whose activations fit in the caches run fastest: a Frappe DCNv2
@@ -429,9 +429,9 @@ class EmbeddingGame:
         codes = [np.unique(slots[:, f], axis=0, return_inverse=True)[1].reshape(-1) for f in range(n_fields)]
         masks = field_masks.cpu().numpy()
 
-        # Group the samples of each coalition by their kept slots, one field at a time: the groups of a
-        # coalition refine those of the coalition without its last kept field, which is usually listed
-        # before it (always for all_coalitions), so most coalitions cost one np.unique over n_samples.
+        # Group the samples of each coalition by their kept slots, one field at a time. The groups of a
+        # coalition refine those of the coalition without its last kept field. That parent is usually
+        # grouped already (always for all_coalitions), so most coalitions cost one np.unique.
         groups: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
         everyone = (np.zeros(1, dtype=np.int64), np.zeros(n_samples, dtype=np.int64))
 
@@ -470,7 +470,7 @@ class EmbeddingGame:
     def _forward_structured(
         self, embeddings: torch.Tensor, field_masks: torch.Tensor, progress: Callable[[float], None] | None
     ) -> torch.Tensor:
-        """Like :meth:`_forward_mixed`, with the first layers' outputs summed from per-field terms.
+        """Evaluate every (sample, coalition) pair like :meth:`_forward_pairs`, summing the first layers from field terms.
 
         Each block holds whole samples when all their (coalition, background
         row) pairs fit in one chunk, else one sample and a slice of the

@@ -50,7 +50,7 @@ class CTRModel(nn.Module):
     ) -> torch.Tensor:
         """Map ``(batch_size, n_fields, embedding_width)`` to logits of shape ``(batch_size,)``.
 
-        ``first_layer_outputs``, when given, holds the outputs of the layers
+        ``first_layer_outputs``, when given, contains the outputs of the layers
         listed by :meth:`first_layers` for these rows, computed elsewhere; the
         model uses them instead of applying those layers itself.
         """
