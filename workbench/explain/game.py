@@ -470,7 +470,7 @@ class EmbeddingGame:
     def _forward_structured(
         self, embeddings: torch.Tensor, field_masks: torch.Tensor, progress: Callable[[float], None] | None
     ) -> torch.Tensor:
-        """Evaluate every (sample, coalition) pair like :meth:`_forward_pairs`, summing the first layers from field terms.
+        """Evaluate all (sample, coalition) pairs like :meth:`_forward_pairs`, with first layers from field terms.
 
         Each block holds whole samples when all their (coalition, background
         row) pairs fit in one chunk, else one sample and a slice of the
