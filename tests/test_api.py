@@ -379,7 +379,8 @@ def test_integrated_gradients_groups_sum_fields(model, dataset):
 
 
 def test_probability_space_is_sigmoid_game(model, dataset):
-    game = EmbeddingGame(model, dataset.tensors(ROWS), output_space="logit")
+    # use_structure as in exact_indices, so that both sides round alike
+    game = EmbeddingGame(model, dataset.tensors(ROWS), output_space="logit", use_structure=True)
     logit_values = game.values(all_coalitions(game.n_players))
     expected = indices_from_values(1.0 / (1.0 + np.exp(-logit_values)))
 
@@ -392,7 +393,7 @@ def test_probability_space_is_sigmoid_game(model, dataset):
 
 
 def test_probability_interactions_are_sigmoid_game(model, dataset):
-    game = EmbeddingGame(model, dataset.tensors(ROWS), output_space="logit")
+    game = EmbeddingGame(model, dataset.tensors(ROWS), output_space="logit", use_structure=True)
     expected = indices_from_values(1.0 / (1.0 + np.exp(-game.values(all_coalitions(game.n_players)))))
 
     result = interactions(model, dataset, ROWS, index="SII", output_space="probability")

@@ -667,11 +667,11 @@ def test_evaluate_broken_bundle(trained, sample, tmp_path):
         ("evaluate", ["log loss (natural log)", "score at most this many rows (default: all)"]),
         ("explain", ["logit units", "integration points per sample (default: 50)", "(default: 1000)",
                      "reference input (default: zero embedding)", "log-odds of a click", "(default: logit)",
-                     "(default: integrated_gradients)", "(default: 100)", "(default: 32768)", "(default: 0)",
+                     "(default: integrated_gradients)", "(default: 100)", "(default: 4096)", "(default: 0)",
                      "one player per field)", "samples per backward pass (default: 128)"]),
         ("interactions", ["2**n_players", "(default: SII)", "explain the first N rows (default: 200)",
                           "number of pairs to print, by mean |value| (default: 10)", "(default: logit)",
-                          "reference input (default: zero embedding)", "(default: 32768)"]),
+                          "reference input (default: zero embedding)", "(default: 4096)"]),
         ("serve", ["TCP port (default: 8501)", "default: 127.0.0.1, this machine only"]),
     ],
 )
