@@ -1,10 +1,15 @@
 """CTR Workbench: ``streamlit run app.py`` opens the overview, field importance, sample explorer and interactions pages."""
 
+from pathlib import Path
+
 import streamlit as st
+from PIL import Image
 
 from workbench.app import sidebar
 
-st.set_page_config(page_title="CTR Workbench", page_icon=":material/insights:", layout="wide")
+# A local image: Streamlit fetches a ":material/...:" page icon from an outside font server.
+ICON = Image.open(Path(__file__).resolve().parent / "workbench" / "app" / "icon.png")
+st.set_page_config(page_title="CTR Workbench", page_icon=ICON, layout="wide")
 
 pages = [
     st.Page("workbench/app/pages/overview.py", title="Overview", icon=":material/description:", default=True),

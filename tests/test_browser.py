@@ -172,3 +172,26 @@ def test_typed_bad_bundle_in_browser(app_url, browser, tmp_path):
     assert "manifest.json is missing" in alert.inner_text()
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_pages_request_only_the_local_server(app_url, browser):
+    """Opening every page sends no request to any host other than the app's own 127.0.0.1 server."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+    for link, heading in [
+        ("Field importance", "Field importance"),
+        ("Sample explorer", "Sample explorer"),
+        ("Interactions", "Interactions"),
+    ]:
+        page.get_by_role("link", name=link).click()
+        page.get_by_role("heading", name=heading).wait_for()
+    page.wait_for_timeout(1000)
+    page.close()
+
+    outside = [url for url in requested if not url.startswith((app_url, "data:", "blob:"))]
+    assert requested
+    assert outside == []

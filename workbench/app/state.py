@@ -178,21 +178,23 @@ def _background(key: SourceKey, settings: AttributionSettings, seed: int) -> dic
 
 def _attribution(key: SourceKey, row_numbers: np.ndarray, settings: AttributionSettings, seed: int) -> Attribution:
     report, done = _progress_bar(f"{settings.method} on {row_numbers.size:,} rows")
-    with _model_lock(key[0], key[1]):
-        attribution = explain(
-            _bundle_of(key).model,
-            _load_dataset(key),
-            row_numbers,
-            method=settings.method,
-            baseline=settings.baseline,
-            players=None if settings.groups is None else json.loads(settings.groups),
-            output_space=settings.output_space,
-            background=_background(key, settings, seed),
-            progress=report,
-            **settings.method_options(),
-        )
-    done()
-    return attribution
+    # The bar goes away on failure too, so that a rejected setting does not leave a bar at 0 %.
+    try:
+        with _model_lock(key[0], key[1]):
+            return explain(
+                _bundle_of(key).model,
+                _load_dataset(key),
+                row_numbers,
+                method=settings.method,
+                baseline=settings.baseline,
+                players=None if settings.groups is None else json.loads(settings.groups),
+                output_space=settings.output_space,
+                background=_background(key, settings, seed),
+                progress=report,
+                **settings.method_options(),
+            )
+    finally:
+        done()
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -213,19 +215,20 @@ def _sample_exact(key: SourceKey, n_rows: int, seed: int, settings: AttributionS
     # so the page switches index without computing again.
     row_numbers = rows.sample_rows(len(_load_dataset(key)), n_rows, seed)
     report, done = _progress_bar(f"all coalitions of {row_numbers.size:,} rows")
-    with _model_lock(key[0], key[1]):
-        result = exact_indices(
-            _bundle_of(key).model,
-            _load_dataset(key),
-            row_numbers,
-            baseline=settings.baseline,
-            players=None if settings.groups is None else json.loads(settings.groups),
-            output_space=settings.output_space,
-            background=_background(key, settings, seed),
-            progress=report,
-        )
-    done()
-    return result
+    try:
+        with _model_lock(key[0], key[1]):
+            return exact_indices(
+                _bundle_of(key).model,
+                _load_dataset(key),
+                row_numbers,
+                baseline=settings.baseline,
+                players=None if settings.groups is None else json.loads(settings.groups),
+                output_space=settings.output_space,
+                background=_background(key, settings, seed),
+                progress=report,
+            )
+    finally:
+        done()
 
 
 # --- what pages call --------------------------------------------------------------------------------
