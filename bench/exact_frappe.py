@@ -2,9 +2,9 @@
 
 The game is one that every tool can express: a field is present with its own
 id or absent with the id of one fixed background row. shap's ExactExplainer
-and captum's ShapleyValueSampling replace ids; ``exact_indices`` replaces
+and captum's ShapleyValueSampling replace ids. ``exact_indices`` replaces
 field embeddings by the embeddings of the same ids (the ``"mean"`` baseline
-over that one row), which is the same game. The default background row holds
+over that one row), so it plays the same game. The default background row holds
 every field's OOV id (``--background oov``), so every test field differs from
 it; ``--background valid`` takes the first validation row instead.
 
@@ -170,8 +170,8 @@ def main() -> None:
         pair_delta = np.abs(2 * values[:, upper_i, upper_j] - ours.stii.pairs[:, upper_i, upper_j]).max(axis=1)
         diagonal = values[:, np.arange(n_players), np.arange(n_players)]
         main_delta = np.abs(diagonal - ours.stii.main_effects).max(axis=1)
-        # shap skips fields whose id equals the background's; its pair loop then indexes the remaining
-        # fields by position, so pair values of such rows land on the wrong pairs. Compare the other rows.
+        # shap skips fields whose id equals the background's, and its pair loop then indexes the remaining
+        # fields by position. Pair values of such rows land on the wrong pairs, so they are reported apart.
         all_vary = (ids != background_ids).all(axis=1)
         print(f"shap ExactExplainer interactions=2: {seconds:.2f} s ({seconds / bound:.2f} x bound, "
               f"{seconds / runs[DEFAULT][1]:.2f} x ours)")

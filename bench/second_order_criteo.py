@@ -76,6 +76,7 @@ def control_variate_shapley(game: EmbeddingGame, sample: int, budget: int, rng: 
     """Antithetic permutation sampling of f - g plus the exact Shapley values of a fitted second-order g."""
     n_players = game.n_players
     n_permutations = max(4, ((budget - 2) // (n_players - 1)) // 4 * 4)
+
     drawn = [rng.permutation(n_players) for _ in range(n_permutations // 2)]
     permutations = np.array([p for forward in drawn for p in (forward, forward[::-1])])
     # prefixes[k, s]: the first s players of permutation k
@@ -84,12 +85,14 @@ def control_variate_shapley(game: EmbeddingGame, sample: int, budget: int, rng: 
         for s in range(1, n_players + 1):
             prefixes[k, s] = prefixes[k, s - 1]
             prefixes[k, s, permutation[s - 1]] = True
+
     inner = game.values_per_sample(prefixes[:, 1:n_players].reshape(1, -1, n_players), samples=[sample])[0]
     ends = game.values(np.array([np.zeros(n_players, bool), np.ones(n_players, bool)]), samples=[sample])[0]
     values = np.concatenate(
         [np.full((n_permutations, 1), ends[0]), inner.reshape(n_permutations, -1), np.full((n_permutations, 1), ends[1])],
         axis=1,
     )
+
     # Antithetic pairs stay together: pairs 0, 2, 4, ... fit, pairs 1, 3, 5, ... estimate, then swapped.
     first_half = np.arange(n_permutations) % 4 < 2
     upper_i, upper_j = np.triu_indices(n_players, k=1)

@@ -110,7 +110,7 @@ class ClickModel(CTRModel):
             if main_effects is not None:
                 row[MAIN] = main_effects[value]
 
-    def logit_from_embeddings(self, field_embeddings, first_layer_outputs=None):
+    def logit_from_embeddings(self, field_embeddings):
         slot = {name: field_embeddings[:, k] for k, name in enumerate(self.schema.field_names)}
         category = slot["category"][:, PAYLOAD]
         logit = self.base + field_embeddings[..., MAIN].sum(dim=1)

@@ -394,9 +394,7 @@ class EmbeddingGame:
             filler = baseline if n_background == 1 else baseline[row % n_background]
             mixed = torch.where(keep, embeddings[sample], filler)
 
-            output = self.model.logit_from_embeddings(mixed).to(device="cpu", dtype=torch.float64)
-            if self.output_space == "probability":
-                output = torch.sigmoid(output)
+            output = self._outputs(mixed)
             if n_background == 1:
                 sums[start:stop] = output
             else:
@@ -409,6 +407,18 @@ class EmbeddingGame:
             sums /= n_background
         return sums
 
+    def _outputs(
+        self, mixed: torch.Tensor, first_layer_outputs: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Forward mixed rows and return their values in ``output_space`` as float64 on the CPU."""
+        if first_layer_outputs is None:
+            # Models written against the one-argument form of logit_from_embeddings keep working.
+            output = self.model.logit_from_embeddings(mixed)
+        else:
+            output = self.model.logit_from_embeddings(mixed, first_layer_outputs=first_layer_outputs)
+        output = output.to(device="cpu", dtype=torch.float64)
+        return torch.sigmoid(output) if self.output_space == "probability" else output
+
     def _distinct_rows(
         self, embeddings: torch.Tensor, field_masks: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -417,9 +427,9 @@ class EmbeddingGame:
         Two pairs give the same row when their coalitions keep the same
         fields and the samples agree on every kept slot. Pairs are numbered
         ``coalition * n_samples + sample``. Returns one pair number per
-        distinct row and, for every pair, the position of its distinct row;
-        or ``None`` when fewer than :data:`MIN_SHARED_ROWS` of the rows repeat or there are
-        fewer than :data:`MIN_ROWS_TO_DEDUPLICATE` rows.
+        distinct row and, for every pair, the position of its distinct row.
+        Returns ``None`` when fewer than :data:`MIN_SHARED_ROWS` of the rows
+        repeat, or when there are fewer than :data:`MIN_ROWS_TO_DEDUPLICATE` rows.
         """
         n_samples, n_fields = embeddings.shape[0], embeddings.shape[1]
         if n_samples < 2 or n_samples * field_masks.shape[0] < MIN_ROWS_TO_DEDUPLICATE:
@@ -513,11 +523,8 @@ class EmbeddingGame:
                     torch.addmm(offset, masks[block], difference).reshape(mixed.shape[0], -1)
                     for difference, offset in zip(differences, offsets, strict=True)
                 ]
-                output = self.model.logit_from_embeddings(mixed, first_layer_outputs=outputs)
-                output = output.to(device="cpu", dtype=torch.float64)
-                if self.output_space == "probability":
-                    output = torch.sigmoid(output)
-                values = output.reshape(n_kept, n_block, n_background).mean(dim=2)
+                values = self._outputs(mixed, first_layer_outputs=outputs)
+                values = values.reshape(n_kept, n_block, n_background).mean(dim=2)
                 sums[first_sample : first_sample + n_block, block] = values.T
                 self.n_model_evaluations += mixed.shape[0]
                 done += mixed.shape[0]

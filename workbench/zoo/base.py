@@ -51,8 +51,8 @@ class CTRModel(nn.Module):
         """Map ``(batch_size, n_fields, embedding_width)`` to logits of shape ``(batch_size,)``.
 
         ``first_layer_outputs``, when given, contains the outputs of the layers
-        listed by :meth:`first_layers` for these rows, computed elsewhere; the
-        model uses them instead of applying those layers itself.
+        listed by :meth:`first_layers` for these rows, computed elsewhere. The
+        model then uses them instead of applying those layers itself.
         """
         raise NotImplementedError
 
