@@ -1,4 +1,4 @@
-"""CTR Workbench: ``streamlit run app.py`` opens the overview, field importance, sample explorer and interactions pages."""
+"""CTR Workbench: ``streamlit run app.py`` opens the overview, field importance, sample explorer, interactions and probe pages."""
 
 from pathlib import Path
 
@@ -16,6 +16,9 @@ pages = [
     st.Page("workbench/app/pages/importance.py", title="Field importance", icon=":material/bar_chart:"),
     st.Page("workbench/app/pages/explorer.py", title="Sample explorer", icon=":material/search:"),
     st.Page("workbench/app/pages/interactions.py", title="Interactions", icon=":material/grid_on:"),
+    st.Page("workbench/app/pages/gates.py", title="Gates & masks", icon=":material/tune:"),
+    st.Page("workbench/app/pages/attention.py", title="Attention", icon=":material/visibility:"),
+    st.Page("workbench/app/pages/intrinsic.py", title="Intrinsic vs post-hoc", icon=":material/compare:"),
 ]
 navigation = st.navigation(pages)
 sidebar.render()

@@ -14,6 +14,7 @@ folder named by ``WORKBENCH_SHARED_DATA`` (the shared data folder that contains
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import io
@@ -56,6 +57,30 @@ TINY_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
         "attention_layers": 1,
         "n_heads": 2,
         "attention_dim": 8,
+        "hidden_units": [8],
+        "dropout": 0.1,
+        "batch_norm": True,
+    },
+    "gdcn": {"embedding_dim": 4, "n_cross_layers": 2, "hidden_units": [8], "dropout": 0.1, "batch_norm": True},
+    "fcn": {
+        "embedding_dim": 4,
+        "n_deep_cross_layers": 2,
+        "n_shallow_cross_layers": 2,
+        "deep_net_dropout": 0.1,
+        "shallow_net_dropout": 0.1,
+    },
+    "finalmlp": {
+        "embedding_dim": 4,
+        "mlp1_hidden_units": [8],
+        "mlp2_hidden_units": [6],
+        "fs_hidden_units": [8],
+        "num_heads": 2,
+    },
+    "fibinet": {"embedding_dim": 4, "hidden_units": [8], "dropout": 0.1, "batch_norm": True},
+    "masknet": {"embedding_dim": 4, "parallel_num_blocks": 2, "parallel_block_dim": 6, "hidden_units": [8]},
+    "xdeepfm": {
+        "embedding_dim": 4,
+        "cin_hidden_units": [3, 2],
         "hidden_units": [8],
         "dropout": 0.1,
         "batch_norm": True,
@@ -314,3 +339,13 @@ def train_frappe_bundle(tmp_path_factory: pytest.TempPathFactory) -> FrappeRun:
 def frappe_run(tmp_path_factory: pytest.TempPathFactory) -> FrappeRun:
     """The trained Frappe run; import this fixture into a test module to use it."""
     return train_frappe_bundle(tmp_path_factory)
+
+
+def array(value) -> np.ndarray:
+    """Decode an array from a plotly JSON spec: a plain list, or a typed array ``{"dtype", "bdata", "shape"}``."""
+    if not isinstance(value, dict):
+        return np.asarray(value, dtype=float)
+    decoded = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+    if "shape" in value:
+        decoded = decoded.reshape([int(size) for size in str(value["shape"]).split(",")])
+    return decoded.astype(float)

@@ -6,7 +6,6 @@ it on the same rows, through ``AppTest``.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections import Counter
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import array
 from helpers import one_torch_thread  # noqa: F401 (autouse fixture)
 from streamlit.testing.v1 import AppTest
 from test_app import APP_PATH, TIMEOUT_S, app_env, errors, metric, open_page, plotly_specs  # noqa: F401 (app_env is a fixture)
@@ -48,16 +48,6 @@ def sii(library):
 
 def open_interactions(**session_state):
     return open_page("interactions", interactions_rows=N_ROWS, **session_state)
-
-
-def array(value) -> np.ndarray:
-    """Decode an array from a plotly JSON spec: a plain list, or a typed array ``{"dtype", "bdata", "shape"}``."""
-    if not isinstance(value, dict):
-        return np.asarray(value, dtype=float)
-    decoded = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-    if "shape" in value:
-        decoded = decoded.reshape([int(size) for size in str(value["shape"]).split(",")])
-    return decoded.astype(float)
 
 
 def table_with(app, column: str) -> pd.DataFrame:

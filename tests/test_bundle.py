@@ -361,10 +361,10 @@ def test_load_weights_wrong_shape(saved):
 
 def test_load_unknown_architecture(saved):
     manifest = _manifest(saved)
-    manifest["architecture"] = "xdeepfm"
+    manifest["architecture"] = "pnn"
     _write_manifest(saved, manifest)
 
-    with pytest.raises(BundleError, match="cannot rebuild the model described in .*unknown architecture 'xdeepfm'"):
+    with pytest.raises(BundleError, match="cannot rebuild the model described in .*unknown architecture 'pnn'"):
         load_bundle(saved)
 
 

@@ -662,8 +662,8 @@ def test_evaluate_broken_bundle(trained, sample, tmp_path):
     ("command", "phrases"),
     [
         ("train", ["embedding size per field (default: 10)", "rows per optimisation step (default: 4096)",
-                   "DNN dropout probability (default: 0.2)", "initial Adam learning rate (default: 0.001)",
-                   "comma-separated (default: 400,400,400)", "optionally gzip-compressed"]),
+                   "DNN dropout probability (default: the architecture's)", "initial Adam learning rate (default: 0.001)",
+                   "comma-separated (default: the architecture's, 400,400,400 for most)", "optionally gzip-compressed"]),
         ("evaluate", ["log loss (natural log)", "score at most this many rows (default: all)"]),
         ("explain", ["logit units", "integration points per sample (default: 50)", "(default: 1000)",
                      "reference input (default: zero embedding)", "log-odds of a click", "(default: logit)",

@@ -10,6 +10,7 @@ import torch
 
 from helpers import TINY_HYPERPARAMETERS, build_tiny_model, set_weights, synthetic_splits
 from helpers import one_torch_thread  # noqa: F401 (autouse fixture)
+from workbench.probes import capture_probes
 from workbench.schema import Field, Schema, Vocabulary
 from workbench.training import TrainConfig, train
 from workbench.zoo import ARCHITECTURES, build_model
@@ -90,7 +91,11 @@ def test_pad_inputs_zero_embedding_after_training(splits, architecture):
 def test_width_per_architecture(splits):
     widths = {name: build_tiny_model(name, splits.schema).embedding_width for name in ALL_ARCHITECTURES}
 
-    assert widths == {"lr": 1, "fm": 5, "deepfm": 5, "dcnv2": 4, "autoint+": 4}
+    # Models with a first-order weight per feature keep it in an extra slot column.
+    assert widths == {
+        "lr": 1, "fm": 5, "deepfm": 5, "dcnv2": 4, "autoint+": 4, "gdcn": 4, "fcn": 4,
+        "finalmlp": 4, "fibinet": 5, "masknet": 4, "xdeepfm": 5,
+    }
 
 
 def test_hyperparameters_recorded(splits):
@@ -293,12 +298,12 @@ def test_cross_layer_closed_form():
 def test_autoint_attention_rows_sum_to_one(splits):
     model = build_tiny_model("autoint+", splits.schema, attention_layers=2, n_heads=2).eval()
 
-    with torch.no_grad():
-        model(splits.test.tensors())
+    values = capture_probes(model, splits.test.tensors(), names=["attention"])["attention"].values
 
     n_fields = len(splits.schema)
-    for layer in model.attention:
-        attention = layer.last_attention
+    assert values.shape == (len(splits.test), 2, 2, n_fields, n_fields)
+    for position in range(len(model.attention)):
+        attention = torch.from_numpy(values[:, position])
         assert attention.shape == (len(splits.test), 2, n_fields, n_fields)
         torch.testing.assert_close(attention.sum(dim=-1), torch.ones(len(splits.test), 2, n_fields))
         assert bool((attention >= 0).all())
@@ -308,8 +313,8 @@ def test_autoint_attention_rows_sum_to_one(splits):
 
 
 def test_build_model_unknown_architecture(splits):
-    with pytest.raises(ValueError, match=r"unknown architecture 'xdeepfm'; available: lr, fm, deepfm, dcnv2, autoint\+"):
-        build_model("xdeepfm", splits.schema)
+    with pytest.raises(ValueError, match=r"unknown architecture 'pnn'; available: lr, fm, deepfm, dcnv2, autoint\+, gdcn"):
+        build_model("pnn", splits.schema)
 
 
 def test_build_model_embedding_dim_zero(splits):

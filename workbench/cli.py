@@ -45,6 +45,7 @@ from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAM
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
 from workbench.zoo import ARCHITECTURES, build_model
+from workbench.zoo.models import accepted_hyperparameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BACKGROUND_ROWS = 100
@@ -198,20 +199,29 @@ def build_parser() -> argparse.ArgumentParser:
     model_group = train.add_argument_group("model hyper-parameters")
     model_group.add_argument("--embedding-dim", type=_positive_int, default=10, help="embedding size per field (default: 10)")
     model_group.add_argument(
-        "--hidden-units", type=_int_list, default=[400, 400, 400], help="DNN layer sizes, comma-separated (default: 400,400,400)"
+        "--hidden-units", type=_int_list, help="DNN layer sizes, comma-separated (default: the architecture's, 400,400,400 for most); ignored by LR and FM"
     )
-    model_group.add_argument("--dropout", type=_non_negative_float, default=0.2, help="DNN dropout probability (default: 0.2)")
+    model_group.add_argument("--dropout", type=_non_negative_float, help="DNN dropout probability (default: the architecture's)")
     model_group.add_argument(
-        "--batch-norm", action=argparse.BooleanOptionalAction, default=True, help="batch normalisation in the DNN (default: on)"
+        "--batch-norm", action=argparse.BooleanOptionalAction, default=None, help="batch normalisation in the DNN (default: the architecture's)"
     )
-    model_group.add_argument("--cross-layers", type=_positive_int, default=3, help="DCNv2 cross layers (default: 3)")
+    model_group.add_argument("--cross-layers", type=_positive_int, help="DCNv2 and GDCN cross layers (default: 3)")
     model_group.add_argument(
-        "--structure", choices=["parallel", "stacked"], default="parallel", help="DCNv2 cross/DNN layout (default: parallel)"
+        "--structure", choices=["parallel", "stacked"], help="DCNv2 and GDCN cross/DNN layout (default: parallel)"
     )
-    model_group.add_argument("--attention-layers", type=_positive_int, default=2, help="AutoInt+ attention layers (default: 2)")
-    model_group.add_argument("--heads", type=_positive_int, default=2, help="AutoInt+ attention heads (default: 2)")
+    model_group.add_argument("--attention-layers", type=_positive_int, help="AutoInt+ attention layers (default: 2)")
+    model_group.add_argument("--heads", type=_positive_int, help="AutoInt+ attention heads (default: 2)")
+    model_group.add_argument("--attention-dim", type=_positive_int, help="AutoInt+ attention width over all heads (default: 40)")
     model_group.add_argument(
-        "--attention-dim", type=_positive_int, default=40, help="AutoInt+ attention width over all heads (default: 40)"
+        "--param",
+        action="append",
+        default=[],
+        type=_hyperparameter,
+        metavar="NAME=VALUE",
+        help=(
+            "any constructor hyper-parameter of the architecture, repeatable; VALUE is read as JSON "
+            "(3, 0.1, true, [400,400], [\"user\"]) and otherwise taken as a string, e.g. --param fs1_context='[\"user\"]'"
+        ),
     )
     fit_group = train.add_argument_group("optimisation")
     fit_group.add_argument("--epochs", type=_positive_int, default=30, help="maximum passes over the training data (default: 30)")
@@ -347,6 +357,53 @@ def _data_record(path: Path, n_rows: int) -> dict[str, Any]:
     return {"path": str(path), "sha256": file_fingerprint(path), "rows": n_rows}
 
 
+# Named options and the constructor keyword each one sets, for the architectures that take it.
+NAMED_HYPERPARAMETERS = {
+    "hidden_units": "hidden_units",
+    "dropout": "dropout",
+    "batch_norm": "batch_norm",
+    "cross_layers": "n_cross_layers",
+    "structure": "structure",
+    "attention_layers": "attention_layers",
+    "heads": "n_heads",
+    "attention_dim": "attention_dim",
+}
+
+
+def _hyperparameter(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        msg = f"expected NAME=VALUE, e.g. n_cross_layers=4; got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return name.strip(), parsed
+
+
+def _train_hyperparameters(args: argparse.Namespace) -> dict[str, Any]:
+    """Constructor keywords from the named options the user gave and from ``--param``.
+
+    Named options apply to the architectures that take them and are ignored
+    by the others, so one command line serves several architectures (as
+    scripts/build_models.sh does). A ``--param`` name the architecture does
+    not take is an error, so a typo shows up before training.
+    """
+    accepted = accepted_hyperparameters(args.arch)
+    hyperparameters: dict[str, Any] = {"embedding_dim": args.embedding_dim}
+    for option, keyword in NAMED_HYPERPARAMETERS.items():
+        value = getattr(args, option)
+        if value is not None and keyword in accepted:
+            hyperparameters[keyword] = value
+    for name, value in args.param:
+        if name not in accepted:
+            msg = f"--param {name}: {args.arch} has no hyper-parameter {name!r}; accepted: {', '.join(sorted(accepted))}"
+            raise CLIError(msg)
+        hyperparameters[name] = value
+    return hyperparameters
+
+
 def run_train(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         msg = f"{str(args.out)!r} already exists; choose another --out or pass --overwrite"
@@ -368,13 +425,7 @@ def run_train(args: argparse.Namespace) -> int:
             frame = read_frame(paths[split], label=spec.label, **read)
             sets[split] = encode(frame, schema, name=paths[split].name, source=str(paths[split]))
 
-    hyperparameters: dict[str, Any] = {"embedding_dim": args.embedding_dim}
-    if args.arch in ("deepfm", "dcnv2", "autoint+"):
-        hyperparameters.update(hidden_units=args.hidden_units, dropout=args.dropout, batch_norm=args.batch_norm)
-    if args.arch == "dcnv2":
-        hyperparameters.update(n_cross_layers=args.cross_layers, structure=args.structure)
-    if args.arch == "autoint+":
-        hyperparameters.update(attention_layers=args.attention_layers, n_heads=args.heads, attention_dim=args.attention_dim)
+    hyperparameters = _train_hyperparameters(args)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,

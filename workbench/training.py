@@ -152,7 +152,6 @@ def train(
         raise ValueError(msg)
     seed_everything(config.seed)
     optimizer = _optimizer(model, config)
-    loss_fn = nn.BCEWithLogitsLoss()
     generator = np.random.default_rng(config.seed)
     labels = torch.from_numpy(train_set.labels)
     best_auc = -np.inf
@@ -171,7 +170,7 @@ def train(
         for batch in bar:
             rows = np.sort(batch)
             optimizer.zero_grad()
-            loss = loss_fn(model(train_set.tensors(rows)), labels[rows])
+            loss = model.training_loss(train_set.tensors(rows), labels[rows])
             loss.backward()
             optimizer.step()
             total_loss += loss.item() * len(rows)

@@ -55,3 +55,34 @@ def groups_input(*, key: str) -> str:
             "group. Leave empty for one player per field. The exact methods need at most 16 players."
         ),
     )
+
+
+def cohort_inputs(container: Any, *, key: str, default_rows: int = 1_000, max_rows: int = 50_000) -> tuple[int, int]:
+    """Show the cohort size and seed inputs side by side in ``container``; return (rows, seed)."""
+    left, right = container.columns(2)
+    n_rows = left.number_input(
+        "Cohort rows",
+        min_value=1,
+        max_value=max_rows,
+        value=default_rows,
+        step=100,
+        key=f"{key}_rows",
+        help="Size of the random sample of data set rows the cohort views average over.",
+    )
+    seed = right.number_input("Sampling seed", min_value=0, value=0, key=f"{key}_seed", help="Seed of the random sample.")
+    return int(n_rows), int(seed)
+
+
+def row_input(container: Any, n_total: int, *, key: str, label: str = "Row", default: int = 0) -> int:
+    """Show a row number input limited to the data set's rows and return its value."""
+    return int(
+        container.number_input(
+            label,
+            min_value=0,
+            max_value=max(n_total - 1, 0),
+            value=min(default, max(n_total - 1, 0)),
+            step=1,
+            key=key,
+            help=f"Data set row number, 0 to {n_total - 1:,}.",
+        )
+    )

@@ -30,6 +30,7 @@ from workbench.data import CTRDataset, DataError, load_dataset
 from workbench.explain import Attribution, background_sample, explain, groups_from_json
 from workbench.explain.exact import ExactResult, exact_indices
 from workbench.explain.game import BACKGROUND_BASELINES
+from workbench.probes import ProbeCapture, capture_probes
 from workbench.schema import SchemaError
 from workbench.training import evaluate
 
@@ -231,6 +232,13 @@ def _sample_exact(key: SourceKey, n_rows: int, seed: int, settings: AttributionS
         done()
 
 
+@st.cache_data(max_entries=16, show_spinner="Reading the model's gates, masks and attention…")
+def _probe_capture(key: SourceKey, row_numbers: tuple[int, ...], aggregation: str) -> ProbeCapture:
+    with _model_lock(key[0], key[1]):
+        inputs = _load_dataset(key).tensors(np.asarray(row_numbers, dtype=np.int64))
+        return capture_probes(_bundle_of(key).model, inputs, aggregation=aggregation)
+
+
 # --- what pages call --------------------------------------------------------------------------------
 
 
@@ -346,6 +354,17 @@ def sample_exact(data: LoadedData, n_rows: int, seed: int, settings: Attribution
         groups=settings.groups,
     ).normalised()
     return _sample_exact(data.key, int(n_rows), int(seed), settings)
+
+
+def probe_capture(data: LoadedData, row_numbers: np.ndarray | list[int], aggregation: str = "mean") -> ProbeCapture:
+    """Read every probe of the bundle's model on the given data set rows, in their order (cached)."""
+    return _probe_capture(data.key, tuple(int(r) for r in row_numbers), aggregation)
+
+
+def sample_probe_capture(data: LoadedData, n_rows: int, seed: int, aggregation: str = "mean") -> tuple[np.ndarray, ProbeCapture]:
+    """Read the probes on a seeded random sample of rows; returns the row numbers and the capture (cached)."""
+    row_numbers = rows.sample_rows(len(data.dataset), int(n_rows), int(seed))
+    return row_numbers, probe_capture(data, row_numbers, aggregation)
 
 
 def random_row(n_total: int) -> int:

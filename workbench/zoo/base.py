@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from workbench.probes import Probe
 from workbench.schema import Schema
 from workbench.zoo.embedding import FieldEmbedding
 
@@ -69,6 +70,21 @@ class CTRModel(nn.Module):
         list, means the model offers no such layer.
         """
         return []
+
+    def probes(self) -> list[Probe]:
+        """The gates, masks, attention and pair weights this model exposes (see ``workbench.probes``).
+
+        The default, an empty list, means the model declares none.
+        """
+        return []
+
+    def training_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """The loss that training minimises for one batch: binary cross-entropy on the logits by default.
+
+        Models trained with extra terms (FCN's Tri-BCE) override this; the
+        prediction stays ``forward``.
+        """
+        return nn.functional.binary_cross_entropy_with_logits(self(inputs), labels)
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the logit (log-odds of a click) per sample, shape ``(batch_size,)``."""

@@ -4,8 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import torch
 from torch import nn
+
+
+def check_sizes(**sizes: Any) -> None:
+    """Raise ValueError when a size (or any size in a list) is below 1; keyword names appear in the message."""
+    for name, value in sizes.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if any(int(v) < 1 for v in values):
+            msg = f"{name} must be >= 1; got {value!r}"
+            raise ValueError(msg)
+
+
+def slot_layer(linear: nn.Linear, n_fields: int, width: int, used: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """View a linear layer over flattened field slots as ``(weight (out, F, width), bias)``.
+
+    ``used`` is the number of leading slot columns the layer reads (all when
+    ``None``); the columns after them get zero weight.
+    """
+    used = width if used is None else used
+    weight = linear.weight.reshape(linear.out_features, n_fields, used)
+    if used < width:
+        weight = torch.nn.functional.pad(weight, (0, width - used))
+    bias = linear.bias if linear.bias is not None else weight.new_zeros(linear.out_features)
+    return weight, bias
+
+
+def fm_pairwise(v: torch.Tensor) -> torch.Tensor:
+    """Sum of all pair terms <v_i, v_j> over i < j, for ``v`` of shape ``(B, F, D)``."""
+    square_of_sum = v.sum(dim=1).pow(2)
+    sum_of_squares = v.pow(2).sum(dim=1)
+    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
 
 
 class MLP(nn.Module):
@@ -76,8 +108,9 @@ class CrossNetV2(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     """AutoInt interacting layer over fields: ``(B, F, D_in)`` to ``(B, F, attention_dim)``.
 
-    Attention weights ``softmax(Q K^T / sqrt(d_head))`` of the last call are
-    kept in ``last_attention`` with shape ``(B, n_heads, F, F)``.
+    The attention weights ``softmax(Q K^T / sqrt(d_head))``, shape
+    ``(B, n_heads, F, F)`` with the query field on the rows, are the output of
+    the ``softmax`` submodule, where a forward hook can read them.
     """
 
     def __init__(
@@ -97,7 +130,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.key = nn.Linear(input_dim, attention_dim, bias=False)
         self.value = nn.Linear(input_dim, attention_dim, bias=False)
         self.residual = nn.Linear(input_dim, attention_dim, bias=False) if use_residual else None
-        self.last_attention: torch.Tensor | None = None
+        self.softmax = nn.Softmax(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch_size, n_fields, _ = x.shape
@@ -109,8 +142,7 @@ class MultiHeadSelfAttention(nn.Module):
         scores = q @ k.transpose(-1, -2)
         if self.use_scale:
             scores = scores / self.head_dim**0.5
-        attention = scores.softmax(dim=-1)
-        self.last_attention = attention.detach()
+        attention = self.softmax(scores)
         out = (attention @ v).transpose(1, 2).reshape(batch_size, n_fields, -1)
         if self.residual is not None:
             out = out + self.residual(x)

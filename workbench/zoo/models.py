@@ -10,33 +10,33 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from workbench.probes import Probe, block_norms, field_contiguous_bits
 from workbench.schema import Schema
 from workbench.zoo.base import CTRModel
-from workbench.zoo.layers import MLP, CrossNetV2, MultiHeadSelfAttention
+from workbench.zoo.fcn import FCN
+from workbench.zoo.fibinet import FiBiNET
+from workbench.zoo.finalmlp import FinalMLP
+from workbench.zoo.gdcn import GDCN
+from workbench.zoo.layers import MLP, CrossNetV2, MultiHeadSelfAttention, check_sizes, fm_pairwise, slot_layer
+from workbench.zoo.masknet import MaskNet
+from workbench.zoo.xdeepfm import XDeepFM
 
 
-def _fm_pairwise(v: torch.Tensor) -> torch.Tensor:
-    """Sum of all pair terms <v_i, v_j> over i < j, for ``v`` of shape ``(B, F, D)``."""
-    square_of_sum = v.sum(dim=1).pow(2)
-    sum_of_squares = v.pow(2).sum(dim=1)
-    return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)
+def _fm_pair_products(model: FactorizationMachine, field_embeddings: torch.Tensor) -> torch.Tensor:
+    """``(B, F, F)`` matrix of ``<v_i, v_j>`` with a zero diagonal: the FM pair terms of each sample."""
+    factors, _ = model.split_slots(field_embeddings)
+    products = factors @ factors.transpose(1, 2)
+    return products - torch.diag_embed(torch.diagonal(products, dim1=1, dim2=2))
 
 
-def _slot_layer(linear: nn.Linear, n_fields: int, width: int, used: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """View a linear layer over flattened field slots as ``(weight (out, F, width), bias)``.
-
-    ``used`` is the number of leading slot columns the layer reads (all when
-    ``None``); the columns after them get zero weight.
-    """
-    used = width if used is None else used
-    weight = linear.weight.reshape(linear.out_features, n_fields, used)
-    if used < width:
-        weight = torch.nn.functional.pad(weight, (0, width - used))
-    bias = linear.bias if linear.bias is not None else weight.new_zeros(linear.out_features)
-    return weight, bias
+def _cross_weight_norms(layers: Sequence[nn.Linear], n_fields: int, width: int) -> torch.Tensor:
+    """``(n_layers, F, F)`` Frobenius norms of the field blocks of field-contiguous cross matrices."""
+    bits = field_contiguous_bits(n_fields, width)
+    return torch.from_numpy(np.stack([block_norms(layer.weight, bits, bits, n_fields) for layer in layers]))
 
 
 class LogisticRegression(CTRModel):
@@ -75,11 +75,29 @@ class FactorizationMachine(CTRModel):
         """Split slots into factor vectors ``(B, F, D)`` and first-order weights ``(B, F)``."""
         return field_embeddings[..., :-1], field_embeddings[..., -1]
 
+    def probes(self) -> list[Probe]:
+        return [
+            Probe(
+                "fm_pair_products",
+                "pair_weight",
+                ("field", "field"),
+                "FM pair term <v_i, v_j> of each sample, in logits; the diagonal is 0",
+                compute=_fm_pair_products,
+            ),
+            Probe(
+                "first_order_weights",
+                "field_weight",
+                ("field",),
+                "first-order weight w_f of each field's value, in logits",
+                compute=lambda model, embeddings: model.split_slots(embeddings)[1],
+            ),
+        ]
+
     def logit_from_embeddings(
         self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
     ) -> torch.Tensor:
         factors, weights = self.split_slots(field_embeddings)
-        return self.bias + weights.sum(dim=1) + _fm_pairwise(factors)
+        return self.bias + weights.sum(dim=1) + fm_pairwise(factors)
 
 
 class DeepFM(FactorizationMachine):
@@ -105,7 +123,7 @@ class DeepFM(FactorizationMachine):
             batch_norm=batch_norm,
             **hyperparameters,
         )
-        _check_sizes(hidden_units=hidden_units)
+        check_sizes(hidden_units=hidden_units)
         self.dnn = MLP(
             self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
         )
@@ -115,7 +133,7 @@ class DeepFM(FactorizationMachine):
         if linear is None:
             return []
         # The DNN reads the factor vectors only, not the first-order weight in each slot's last column.
-        return [_slot_layer(linear, self.n_fields, self.embedding_width, used=self.embedding_dim)]
+        return [slot_layer(linear, self.n_fields, self.embedding_width, used=self.embedding_dim)]
 
     def logit_from_embeddings(
         self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
@@ -156,7 +174,7 @@ class DCNv2(CTRModel):
             batch_norm=batch_norm,
             **hyperparameters,
         )
-        _check_sizes(n_cross_layers=n_cross_layers, hidden_units=hidden_units)
+        check_sizes(n_cross_layers=n_cross_layers, hidden_units=hidden_units)
         input_dim = self.n_fields * embedding_dim
         self.structure = structure
         self.cross_net = CrossNetV2(input_dim, n_cross_layers)
@@ -165,11 +183,25 @@ class DCNv2(CTRModel):
         head_input = self.dnn.output_dim + (input_dim if structure == "parallel" else 0)
         self.head = nn.Linear(head_input, 1)
 
+    def probes(self) -> list[Probe]:
+        return [
+            Probe(
+                "cross_weight_norms",
+                "pair_weight",
+                ("layer", "field", "field"),
+                "Frobenius norm of block (i, j) of each cross matrix W_l: how strongly field j enters the "
+                "cross term of field i; the same for every sample",
+                static=lambda model: _cross_weight_norms(
+                    model.cross_net.cross_layers, model.n_fields, model.embedding_width
+                ),
+            )
+        ]
+
     def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         # The first cross layer always reads x0; the DNN reads it only in the parallel structure.
-        layers = [_slot_layer(self.cross_net.cross_layers[0], self.n_fields, self.embedding_width)]
+        layers = [slot_layer(self.cross_net.cross_layers[0], self.n_fields, self.embedding_width)]
         if self.structure == "parallel" and self.dnn.first_linear is not None:
-            layers.append(_slot_layer(self.dnn.first_linear, self.n_fields, self.embedding_width))
+            layers.append(slot_layer(self.dnn.first_linear, self.n_fields, self.embedding_width))
         return layers
 
     def logit_from_embeddings(
@@ -216,7 +248,7 @@ class AutoIntPlus(CTRModel):
             batch_norm=batch_norm,
             **hyperparameters,
         )
-        _check_sizes(
+        check_sizes(
             attention_layers=attention_layers, n_heads=n_heads, attention_dim=attention_dim, hidden_units=hidden_units
         )
         layers = []
@@ -232,7 +264,19 @@ class AutoIntPlus(CTRModel):
 
     def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         linear = self.dnn.first_linear
-        return [] if linear is None else [_slot_layer(linear, self.n_fields, self.embedding_width)]
+        return [] if linear is None else [slot_layer(linear, self.n_fields, self.embedding_width)]
+
+    def probes(self) -> list[Probe]:
+        return [
+            Probe(
+                "attention",
+                "attention",
+                ("layer", "head", "field", "field"),
+                "self-attention weights over fields; row = query field, each row sums to 1",
+                modules=tuple(f"attention.{layer}.softmax" for layer in range(len(self.attention))),
+                value_range=(0.0, 1.0),
+            )
+        ]
 
     def logit_from_embeddings(
         self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
@@ -247,7 +291,20 @@ class AutoIntPlus(CTRModel):
 
 
 ARCHITECTURES: dict[str, type[CTRModel]] = {
-    cls.architecture: cls for cls in (LogisticRegression, FactorizationMachine, DeepFM, DCNv2, AutoIntPlus)
+    cls.architecture: cls
+    for cls in (
+        LogisticRegression,
+        FactorizationMachine,
+        DeepFM,
+        DCNv2,
+        AutoIntPlus,
+        GDCN,
+        FCN,
+        FinalMLP,
+        FiBiNET,
+        MaskNet,
+        XDeepFM,
+    )
 }
 
 
@@ -261,14 +318,6 @@ def accepted_hyperparameters(architecture: str) -> set[str]:
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
                 names.add(parameter.name)
     return names
-
-
-def _check_sizes(**sizes: Any) -> None:
-    for name, value in sizes.items():
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        if any(int(v) < 1 for v in values):
-            msg = f"{name} must be >= 1; got {value!r}"
-            raise ValueError(msg)
 
 
 def build_model(architecture: str, schema: Schema, **hyperparameters) -> CTRModel:

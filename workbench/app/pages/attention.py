@@ -1,0 +1,82 @@
+"""Attention page: field x field attention of one row, per layer and head, and the cohort's mean map."""
+
+import streamlit as st
+
+from workbench import probe_figures
+from workbench.app import controls, probe_views, state
+from workbench.probes import pair_map
+
+MEAN = -1
+
+st.title("Attention")
+data = state.require_data()
+model = data.bundle.model
+probes = probe_views.attention_probes(model)
+if not probes:
+    st.info(
+        f"The {data.bundle.architecture} model has no attention over fields. "
+        f"Architectures that do: {probe_views.ARCHITECTURES_WITH['attention']}."
+    )
+    st.stop()
+
+by_name = {p.name: p for p in probes}
+name = st.selectbox("Attention", list(by_name), format_func=lambda n: probe_views.probe_label(by_name[n]), key="attention_probe")
+probe = by_name[name]
+st.caption(probe.description)
+n_total = len(data.dataset)
+columns = st.columns(4)
+row = controls.row_input(columns[0], n_total, key="attention_row", default=state.random_row(n_total))
+try:
+    single = state.probe_capture(data, [row])
+except state.LOAD_ERRORS as err:
+    st.error(f"Reading the attention of row {row} failed: {err}")
+    st.stop()
+values = single[name]
+shape = dict(zip(probe.axes, values.for_row(0).shape, strict=True))
+select: dict[str, int] = {}
+for column, axis in zip(columns[1:3], ("layer", "head"), strict=False):
+    if axis in shape:
+        choice = column.selectbox(
+            axis.capitalize(),
+            [MEAN, *range(shape[axis])],
+            format_func=lambda i, axis=axis: f"mean over {axis}s" if i == MEAN else f"{axis} {i + 1}",
+            key=f"attention_{axis}",
+        )
+        if choice != MEAN:
+            select[axis] = int(choice)
+where = ", ".join(f"{axis} {index + 1}" for axis, index in select.items()) or "mean over layers and heads"
+
+displayed = state.displayed_values(data)
+field_names = list(data.bundle.schema.field_names)
+labels = probe_views.field_labels(displayed, row, field_names)
+st.plotly_chart(
+    probe_figures.pair_probe_heatmap(
+        pair_map(values, row=0, select=select),
+        labels,
+        row_labels=labels,
+        title=f"Attention of row {row} ({where})",
+        subtitle="row = query field, column = the field it attends to; each row sums to 1 per head",
+        value_range=probe.value_range,
+        colorbar_title="weight",
+    ),
+    key="attention_row_map",
+)
+
+st.subheader("Cohort mean")
+n_rows, seed = controls.cohort_inputs(st, key="attention_cohort")
+try:
+    _, cohort = state.sample_probe_capture(data, n_rows, seed)
+except state.LOAD_ERRORS as err:
+    st.error(f"Reading the attention of the cohort failed: {err}")
+    st.stop()
+st.plotly_chart(
+    probe_figures.pair_probe_heatmap(
+        pair_map(cohort[name], select=select),
+        field_names,
+        title=f"Mean attention over {len(cohort.logits):,} rows ({where})",
+        subtitle="global map: the average over rows of each row's attention weights",
+        value_range=probe.value_range,
+        colorbar_title="weight",
+    ),
+    key="attention_cohort_map",
+)

@@ -1,0 +1,74 @@
+"""Gates & masks page: per-field gates, masks and field weights of the model, for a cohort and for single rows."""
+
+import streamlit as st
+
+from workbench import probe_figures
+from workbench.app import controls, probe_views, state
+from workbench.probes import FIELD_AGGREGATIONS
+
+AGGREGATION_TEXT = {"mean": "mean of the field's bits", "mean_abs": "mean |bit| of the field"}
+
+st.title("Gates & masks")
+data = state.require_data()
+model = data.bundle.model
+probes = probe_views.field_probes(model)
+if not probes:
+    st.info(
+        f"The {data.bundle.architecture} model declares no gates, masks or field weights. "
+        f"Architectures that do: {probe_views.ARCHITECTURES_WITH['gates']}."
+    )
+    st.stop()
+
+columns = st.columns([2, 1, 2])
+by_name = {p.name: p for p in probes}
+name = columns[0].selectbox(
+    "Signal", list(by_name), format_func=lambda n: probe_views.probe_label(by_name[n]), key="gates_probe"
+)
+aggregation = columns[1].radio(
+    "Per field",
+    list(FIELD_AGGREGATIONS),
+    format_func=AGGREGATION_TEXT.get,
+    key="gates_aggregation",
+    help="How the bits of one field's embedding are combined, for signals with one value per embedding bit.",
+)
+n_rows, seed = controls.cohort_inputs(columns[2], key="gates_cohort")
+probe = by_name[name]
+st.caption(probe.description)
+
+try:
+    _, cohort = state.sample_probe_capture(data, n_rows, seed, aggregation)
+except state.LOAD_ERRORS as err:
+    st.error(f"Reading the probes failed on `{data.dataset.name}`: {err}")
+    st.stop()
+values = cohort[name]
+
+left, right = st.columns([3, 2])
+left.plotly_chart(
+    probe_figures.field_probe_heatmap(values, title=f"{name}: mean over {len(cohort.logits):,} rows"),
+    key="gates_cohort_heatmap",
+)
+right.plotly_chart(probe_figures.field_strength_bar(values), key="gates_ranking")
+if probe.per_sample:
+    st.plotly_chart(probe_figures.probe_histogram(values), key="gates_histogram")
+
+st.subheader("Two samples side by side")
+n_total = len(data.dataset)
+columns = st.columns(2)
+first = controls.row_input(columns[0], n_total, key="gates_row_a", label="Row A", default=state.random_row(n_total))
+second = controls.row_input(columns[1], n_total, key="gates_row_b", label="Row B", default=0)
+try:
+    pair = state.probe_capture(data, [first, second], aggregation)
+except state.LOAD_ERRORS as err:
+    st.error(f"Reading the probes of rows {first} and {second} failed: {err}")
+    st.stop()
+displayed = state.displayed_values(data)
+field_names = list(data.bundle.schema.field_names)
+for column, position, row in ((columns[0], 0, first), (columns[1], 1, second)):
+    labels = probe_views.field_labels(displayed, row, field_names)
+    logit = float(pair.logits[position])
+    column.plotly_chart(
+        probe_figures.field_probe_heatmap(
+            pair[name], row=position, field_labels=labels, title=f"Row {row}: {name} (logit {logit:+.3f})"
+        ),
+        key=f"gates_sample_{position}",
+    )

@@ -1,0 +1,117 @@
+"""Intrinsic vs post-hoc page: a model's own pair map next to its exact pair interactions, with their rank correlation."""
+
+import numpy as np
+import streamlit as st
+
+from workbench import probe_figures
+from workbench.app import controls, probe_views, state
+from workbench.explain import INTERACTION_INDICES
+from workbench.probes import pair_agreement_per_row, pair_map, pair_map_agreement
+
+MEAN = -1
+STARTED_KEY = "intrinsic_started"
+
+st.title("Intrinsic vs post-hoc")
+data = state.require_data()
+model = data.bundle.model
+probes = probe_views.pair_probes(model)
+if not probes:
+    st.info(
+        f"The {data.bundle.architecture} model has no intrinsic field-pair map. "
+        f"Architectures that do: {probe_views.ARCHITECTURES_WITH['pairs']}."
+    )
+    st.stop()
+by_name = {p.name: p for p in probes}
+
+with st.form("intrinsic_form"):
+    columns = st.columns(3)
+    name = columns[0].selectbox(
+        "Intrinsic map", list(by_name), format_func=lambda n: probe_views.probe_label(by_name[n]), key="intrinsic_probe"
+    )
+    index = columns[1].selectbox(
+        "Post-hoc index",
+        list(INTERACTION_INDICES),
+        key="intrinsic_index",
+        help=" · ".join(f"{key}: {text}" for key, text in INTERACTION_INDICES.items()),
+    )
+    baseline = columns[2].selectbox(
+        "Baseline", controls.BASELINE_OPTIONS, key="intrinsic_baseline", help=controls.BASELINE_HELP
+    )
+    columns = st.columns(3)
+    n_rows = columns[0].number_input(
+        "Rows to explain",
+        min_value=10,
+        max_value=5_000,
+        value=50,
+        step=10,
+        key="intrinsic_rows",
+        help="Size of the random sample of rows. Each row costs 2**fields forward passes for the post-hoc map.",
+    )
+    seed = columns[1].number_input("Sampling seed", min_value=0, value=0, key="intrinsic_seed")
+    background_rows = controls.background_rows_input(columns[2], key="intrinsic_background_rows")
+    if st.form_submit_button("Compare", key="intrinsic_submit"):
+        st.session_state[STARTED_KEY] = True
+
+probe = by_name[name]
+st.caption(probe.description)
+if not st.session_state.get(STARTED_KEY):
+    n_fields = len(data.bundle.schema.fields)
+    st.info(
+        f"The post-hoc map needs exact pair interactions: 2**{n_fields} = {2**n_fields:,} coalitions per row. "
+        "Press **Compare** to start."
+    )
+    st.stop()
+
+settings = state.AttributionSettings(baseline=baseline, output_space="logit", background_rows=int(background_rows))
+try:
+    result = state.sample_exact(data, n_rows, seed, settings)
+    interaction = result.interactions[index]
+    capture = state.probe_capture(data, interaction.rows, "mean")
+except state.LOAD_ERRORS as err:
+    st.error(f"The comparison failed on `{data.dataset.name}`: {err}. Change the settings above and try again.")
+    st.stop()
+values = capture[name]
+
+shape = dict(zip(probe.axes, values.cohort_mean().shape, strict=True))
+select: dict[str, int] = {}
+leading = [axis for axis in probe.axes[:-2] if axis in shape]
+for column, axis in zip(st.columns(max(len(leading), 1)), leading, strict=False):
+    choice = column.selectbox(
+        axis.capitalize(),
+        [MEAN, *range(shape[axis])],
+        format_func=lambda i, axis=axis: f"mean over {axis}s" if i == MEAN else f"{axis} {i + 1}",
+        key=f"intrinsic_{axis}",
+    )
+    if choice != MEAN:
+        select[axis] = int(choice)
+
+field_names = list(data.bundle.schema.field_names)
+intrinsic = pair_map(values, select=select)
+post_hoc = interaction.mean_abs().loc[field_names, field_names].to_numpy()
+agreement = pair_map_agreement(intrinsic, post_hoc)
+columns = st.columns(3)
+correlation = agreement["spearman"]
+columns[0].metric("Spearman (global maps)", "undefined" if np.isnan(correlation) else f"{correlation:+.3f}")
+columns[1].metric("Field pairs", int(agreement["n_pairs"]))
+columns[2].metric("Rows", f"{interaction.n_samples:,}")
+st.plotly_chart(
+    probe_figures.intrinsic_posthoc_heatmaps(
+        intrinsic,
+        post_hoc,
+        field_names,
+        intrinsic_name=f"{name} (|value|, mean over rows)" if probe.per_sample else f"{name} (|weight|)",
+        post_hoc_name=f"mean |{index}| (logit)",
+        spearman=correlation,
+    ),
+    key="intrinsic_maps",
+)
+st.caption(
+    "Both maps are compared on absolute values of the pairs i < j; for an asymmetric map (attention) a pair takes "
+    "the mean of both directions. Intrinsic maps are in the model's own units, so only their ranks are compared."
+)
+if probe.per_sample:
+    per_row = pair_agreement_per_row(values, interaction.pairs, select=select)
+    st.plotly_chart(
+        probe_figures.agreement_histogram(per_row, title=f"Per-row agreement of {name} with {index}"),
+        key="intrinsic_per_row",
+    )

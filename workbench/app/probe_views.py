@@ -1,0 +1,46 @@
+"""Helpers the probe pages share: choosing probes, labelling fields with a row's raw values.
+
+This module does not import Streamlit.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from workbench.figures import MAX_LABEL_CHARS, field_value_label
+from workbench.probes import Probe, model_probes
+
+ARCHITECTURES_WITH = {
+    "gates": "GDCN (cross gates), FinalMLP (feature gates), FCN (self-masks), MaskNet (instance masks), "
+    "FiBiNET (SENET field weights), FM and DeepFM (first-order weights)",
+    "attention": "AutoInt+ (self-attention over fields)",
+    "pairs": "FM and DeepFM (pair products), DCNv2, GDCN and FCN (cross-matrix blocks), AutoInt+ (attention), "
+    "FiBiNET (bilinear pairs), xDeepFM (first CIN layer)",
+}
+
+
+def field_probes(model: object) -> list[Probe]:
+    """Probes with one value per field (gates, masks, field weights), not pair maps."""
+    return [p for p in model_probes(model) if p.axes and p.axes[-1] == "field" and not p.is_pair_map]
+
+
+def attention_probes(model: object) -> list[Probe]:
+    """Attention probes over fields."""
+    return [p for p in model_probes(model) if p.kind == "attention" and p.is_pair_map]
+
+
+def pair_probes(model: object) -> list[Probe]:
+    """Probes that give a field x field map: pair weights and attention."""
+    return [p for p in model_probes(model) if p.is_pair_map]
+
+
+def probe_label(probe: Probe) -> str:
+    """Select box label of a probe: name, kind and whether it varies per sample."""
+    scope = "per sample" if probe.per_sample else "weights, same for every sample"
+    return f"{probe.name} ({probe.kind}, {scope})"
+
+
+def field_labels(displayed: pd.DataFrame, row: int, field_names: list[str]) -> list[str]:
+    """``field = raw value`` labels of one data set row, shortened for axes."""
+    values = displayed.iloc[row]
+    return [field_value_label(name, values[name], MAX_LABEL_CHARS) for name in field_names]
