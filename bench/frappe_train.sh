@@ -20,9 +20,10 @@ OUT_DIR=runs/frappe
 # Options that differ from the `workbench train` defaults (embedding size 10,
 # DNN 400,400,400, dropout 0.2, batch norm, Adam lr 0.001, batch 4096,
 # patience 2, at most 30 epochs, seed 2024).
-# The six later architectures use the embedding L2 of their BARS Frappe_x1
-# run (FinalMLP also its BARS feature-gate contexts); GDCN and FCN have no BARS
-# run and take DCNv2's. Their other hyper-parameters are the constructor
+# The six later architectures start from the embedding L2 of their BARS
+# Frappe_x1 run (FinalMLP also its BARS feature-gate contexts); GDCN and FCN
+# have no BARS run and take DCNv2's. FiBiNET and FCN were then tuned with
+# bench/frappe_tune.sh. Their other hyper-parameters are the constructor
 # defaults, which follow the BARS runs.
 # LR and FM barely learn at the default embedding L2 and step size (50 Adam
 # steps per epoch), so they use no L2 and a 10x larger step.
@@ -35,7 +36,7 @@ declare -A OPTIONS=(
     [gdcn]="--embedding-regularizer 0.05"
     [fcn]="--embedding-regularizer 0.05"
     [finalmlp]="--embedding-regularizer 0.05 --param fs1_context=[\"user\"] --param fs2_context=[\"item\"]"
-    [fibinet]="--embedding-regularizer 0.05"
+    [fibinet]="--embedding-regularizer 0.1"
     [masknet]="--embedding-regularizer 0.1"
     [xdeepfm]="--embedding-regularizer 0.1"
 )

@@ -195,3 +195,29 @@ def test_pages_request_only_the_local_server(app_url, browser):
     outside = [url for url in requested if not url.startswith((app_url, "data:", "blob:"))]
     assert requested
     assert outside == []
+
+
+HEATMAP_TITLES_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(plot => (plot.data || []).some(trace => trace.type === 'heatmap'))
+    .map(plot => ({title: plot.layout.title.text, columns: plot.data[0].x.length}))
+"""
+
+
+def test_gates_page_draws_heatmaps_in_browser(app_url, browser, tiny_bundle_path):
+    n_fields = len(load_bundle(tiny_bundle_path).schema.field_names)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+
+    page.get_by_role("link", name="Gates & masks").click()
+    page.get_by_role("heading", name="Gates & masks").wait_for()
+    page.wait_for_function(f"({HEATMAP_TITLES_JS})().length >= 3")
+
+    heatmaps = page.evaluate(HEATMAP_TITLES_JS)
+    titles = " | ".join(plot["title"] for plot in heatmaps)
+    assert "mean over 1,000 rows" in titles
+    assert "Row 0" in titles
+    assert all(plot["columns"] == n_fields for plot in heatmaps)
+    page.close()

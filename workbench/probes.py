@@ -1,7 +1,7 @@
 """Probes: the model's own gates, masks, attention and pair weights, read per sample and mapped to fields.
 
 A native model declares its probes with :meth:`CTRModel.probes`. Each
-:class:`Probe` says what the signal is (``kind``), which axes one sample's value
+:class:`Probe` names the signal's kind (``kind``), which axes one sample's value
 has once mapped to fields (``axes``, e.g. ``("layer", "field")``), and how to
 read it. There are three ways to read a probe:
 
@@ -42,7 +42,7 @@ DEFAULT_CHUNK_SIZE = 4096
 
 @dataclass(frozen=True)
 class ProbeInfo:
-    """What a probe is, without the functions that read it, so results can be pickled and cached."""
+    """Description of a probe without the functions that read it, so that results can be pickled and cached."""
 
     name: str
     kind: str
@@ -131,7 +131,7 @@ class ProbeValues:
         return (("row",) if self.probe.per_sample else ()) + self.probe.axes
 
     def cohort_mean(self) -> np.ndarray:
-        """The average over rows, shape ``probe.axes`` (the value itself for static probes)."""
+        """Average the values over rows, giving shape ``probe.axes`` (static probes return their value)."""
         if not self.probe.per_sample:
             return self.values
         if len(self.values) == 0:
@@ -140,7 +140,7 @@ class ProbeValues:
         return self.values.mean(axis=0)
 
     def for_row(self, row: int) -> np.ndarray:
-        """The value of one row (position in the captured rows), shape ``probe.axes``."""
+        """Return the value of one row (a position in the captured rows), shape ``probe.axes``."""
         if not self.probe.per_sample:
             return self.values
         if not 0 <= row < len(self.values):
@@ -219,6 +219,12 @@ def block_norms(weight: torch.Tensor, row_fields: np.ndarray, column_fields: np.
     return np.sqrt(rows @ squared @ columns)
 
 
+def layer_block_norms(weights: Sequence[torch.Tensor], n_fields: int, width: int) -> torch.Tensor:
+    """``(n_layers, F, F)`` field block norms of square matrices over field-contiguous bits of ``width`` per field."""
+    bits = field_contiguous_bits(n_fields, width)
+    return torch.from_numpy(np.stack([block_norms(weight, bits, bits, n_fields) for weight in weights]))
+
+
 def _module(model: nn.Module, path: str) -> nn.Module:
     try:
         return model.get_submodule(path)
@@ -250,7 +256,7 @@ class _Recorder:
         return record
 
     def take(self, probe: Probe) -> torch.Tensor:
-        """The recorded outputs of one probe for the last forward pass.
+        """Collect the recorded outputs of one probe for the last forward pass.
 
         Several modules' outputs are stacked on a new axis 1 (the probe's first
         axis, such as ``layer``). A single module's output gets that axis too
@@ -277,7 +283,7 @@ class _Recorder:
 
 
 def model_probes(model: Any) -> list[Probe]:
-    """The probes a model declares (an empty list for models without any)."""
+    """Return the probes a model declares (an empty list for models without any)."""
     declare = getattr(model, "probes", None)
     return list(declare()) if callable(declare) else []
 
@@ -443,7 +449,7 @@ def pair_map(values: ProbeValues, *, row: int | None = None, select: dict[str, i
 
 
 def field_rows(values: ProbeValues, *, row: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """A per-field probe as a 2-D table: one line per index of the leading axes, one column per field.
+    """Lay out a per-field probe as a 2-D table: one line per index of the leading axes, one column per field.
 
     Returns the table, shape ``(n_lines, n_fields)``, and a label per line
     (``layer 1``, ``block 2``, ``layer 1 · head 2``; the probe name when there

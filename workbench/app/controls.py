@@ -86,3 +86,28 @@ def row_input(container: Any, n_total: int, *, key: str, label: str = "Row", def
             help=f"Data set row number, 0 to {n_total - 1:,}.",
         )
     )
+
+
+MEAN_OVER_AXIS = -1
+"""Select box choice that averages over an axis instead of picking one index."""
+
+
+def axis_selectors(containers: Any, sizes: dict[str, int], *, key: str) -> dict[str, int]:
+    """Show one select box per probe axis (layer, head, block) and return the indices chosen.
+
+    ``sizes`` maps axis names to their lengths, in the order of the select
+    boxes; ``containers`` are the columns to put them in. An axis left at
+    "mean over ..." is not in the result, so ``workbench.probes.pair_map``
+    averages over it.
+    """
+    selected: dict[str, int] = {}
+    for container, (axis, size) in zip(containers, sizes.items(), strict=False):
+        choice = container.selectbox(
+            axis.capitalize(),
+            [MEAN_OVER_AXIS, *range(size)],
+            format_func=lambda i, axis=axis: f"mean over {axis}s" if i == MEAN_OVER_AXIS else f"{axis} {i + 1}",
+            key=f"{key}_{axis}",
+        )
+        if choice != MEAN_OVER_AXIS:
+            selected[axis] = int(choice)
+    return selected

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
-from workbench.probes import Probe, block_norms, field_contiguous_bits
+from workbench.probes import Probe, field_contiguous_bits, layer_block_norms
 from workbench.schema import Schema
 from workbench.zoo.base import CTRModel
 from workbench.zoo.layers import MLP, check_sizes, slot_layer
@@ -76,12 +75,6 @@ class GatedCrossNet(nn.Module):
             else:
                 c = layer(c0, c)
         return c
-
-
-def _block_norms_per_layer(weights: Sequence[torch.Tensor], n_fields: int, width: int) -> torch.Tensor:
-    """``(n_layers, F, F)`` Frobenius norms of the field blocks of field-contiguous ``d x d`` matrices."""
-    bits = field_contiguous_bits(n_fields, width)
-    return torch.from_numpy(np.stack([block_norms(weight, bits, bits, n_fields) for weight in weights]))
 
 
 class GDCN(CTRModel):
@@ -151,7 +144,7 @@ class GDCN(CTRModel):
                 ("layer", "field", "field"),
                 "Frobenius norm of block (i, j) of each cross matrix W^c_l: how strongly field j enters the "
                 "cross term of field i before gating; the same for every sample",
-                static=lambda model: _block_norms_per_layer(
+                static=lambda model: layer_block_norms(
                     [layer.cross.weight for layer in model.cross_net.layers], model.n_fields, model.embedding_width
                 ),
             ),

@@ -10,11 +10,10 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from workbench.probes import Probe, block_norms, field_contiguous_bits
+from workbench.probes import Probe, layer_block_norms
 from workbench.schema import Schema
 from workbench.zoo.base import CTRModel
 from workbench.zoo.fcn import FCN
@@ -31,12 +30,6 @@ def _fm_pair_products(model: FactorizationMachine, field_embeddings: torch.Tenso
     factors, _ = model.split_slots(field_embeddings)
     products = factors @ factors.transpose(1, 2)
     return products - torch.diag_embed(torch.diagonal(products, dim1=1, dim2=2))
-
-
-def _cross_weight_norms(layers: Sequence[nn.Linear], n_fields: int, width: int) -> torch.Tensor:
-    """``(n_layers, F, F)`` Frobenius norms of the field blocks of field-contiguous cross matrices."""
-    bits = field_contiguous_bits(n_fields, width)
-    return torch.from_numpy(np.stack([block_norms(layer.weight, bits, bits, n_fields) for layer in layers]))
 
 
 class LogisticRegression(CTRModel):
@@ -191,8 +184,8 @@ class DCNv2(CTRModel):
                 ("layer", "field", "field"),
                 "Frobenius norm of block (i, j) of each cross matrix W_l: how strongly field j enters the "
                 "cross term of field i; the same for every sample",
-                static=lambda model: _cross_weight_norms(
-                    model.cross_net.cross_layers, model.n_fields, model.embedding_width
+                static=lambda model: layer_block_norms(
+                    [layer.weight for layer in model.cross_net.cross_layers], model.n_fields, model.embedding_width
                 ),
             )
         ]

@@ -6,8 +6,6 @@ from workbench import probe_figures
 from workbench.app import controls, probe_views, state
 from workbench.probes import pair_map
 
-MEAN = -1
-
 st.title("Attention")
 data = state.require_data()
 model = data.bundle.model
@@ -33,17 +31,8 @@ except state.LOAD_ERRORS as err:
     st.stop()
 values = single[name]
 shape = dict(zip(probe.axes, values.for_row(0).shape, strict=True))
-select: dict[str, int] = {}
-for column, axis in zip(columns[1:3], ("layer", "head"), strict=False):
-    if axis in shape:
-        choice = column.selectbox(
-            axis.capitalize(),
-            [MEAN, *range(shape[axis])],
-            format_func=lambda i, axis=axis: f"mean over {axis}s" if i == MEAN else f"{axis} {i + 1}",
-            key=f"attention_{axis}",
-        )
-        if choice != MEAN:
-            select[axis] = int(choice)
+leading = {axis: shape[axis] for axis in ("layer", "head") if axis in shape}
+select = controls.axis_selectors(columns[1:3], leading, key="attention")
 where = ", ".join(f"{axis} {index + 1}" for axis, index in select.items()) or "mean over layers and heads"
 
 displayed = state.displayed_values(data)

@@ -7,8 +7,6 @@ from workbench import probe_figures
 from workbench.app import controls, probe_views, state
 from workbench.explain import INTERACTION_INDICES
 from workbench.probes import pair_agreement_per_row, pair_map, pair_map_agreement
-
-MEAN = -1
 STARTED_KEY = "intrinsic_started"
 
 st.title("Intrinsic vs post-hoc")
@@ -73,17 +71,8 @@ except state.LOAD_ERRORS as err:
 values = capture[name]
 
 shape = dict(zip(probe.axes, values.cohort_mean().shape, strict=True))
-select: dict[str, int] = {}
-leading = [axis for axis in probe.axes[:-2] if axis in shape]
-for column, axis in zip(st.columns(max(len(leading), 1)), leading, strict=False):
-    choice = column.selectbox(
-        axis.capitalize(),
-        [MEAN, *range(shape[axis])],
-        format_func=lambda i, axis=axis: f"mean over {axis}s" if i == MEAN else f"{axis} {i + 1}",
-        key=f"intrinsic_{axis}",
-    )
-    if choice != MEAN:
-        select[axis] = int(choice)
+leading = {axis: shape[axis] for axis in probe.axes[:-2]}
+select = controls.axis_selectors(st.columns(max(len(leading), 1)), leading, key="intrinsic")
 
 field_names = list(data.bundle.schema.field_names)
 intrinsic = pair_map(values, select=select)
