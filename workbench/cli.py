@@ -44,6 +44,7 @@ from workbench.explain import (
 from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAME_BASELINES, OUTPUT_SPACES
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
+from workbench.probes import FIELD_AGGREGATIONS, capture_probes, model_probes
 from workbench.zoo import ARCHITECTURES, build_model
 from workbench.zoo.models import accepted_hyperparameters
 
@@ -315,6 +316,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--top", type=_positive_int, default=10, help="number of pairs to print, by mean |value| (default: 10)"
     )
     interactions_cmd.set_defaults(handler=run_interactions)
+
+    probes_cmd = commands.add_parser(
+        "probes",
+        help="write a model's gates, masks, attention and pair weights on a data file to Parquet",
+        description=(
+            "Read the probes the architecture declares (see docs/probes.md) on rows of a data file and write them "
+            "to Parquet as one line per (row, leading axes, field or field pair), columns row, probe, kind, layer / "
+            "head / block, field (or field_i, field_j) and value. Prints each probe's fields ranked by their mean "
+            "value as JSON. One forward pass per row; the predictions are unchanged."
+        ),
+    )
+    probes_cmd.add_argument("bundle", type=Path, help="bundle folder")
+    probes_cmd.add_argument("data", type=Path, help="data file with the bundle's fields")
+    probes_cmd.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    probes_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    probes_cmd.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
+    probes_cmd.add_argument("--rows", type=_positive_int, default=1000, help="probe the first N rows (default: 1000)")
+    probes_cmd.add_argument("--row-ids", type=_int_list_any, help="probe these 0-based rows instead, comma-separated")
+    probes_cmd.add_argument(
+        "--probe", action="append", dest="probe_names", metavar="NAME", help="read only this probe, repeatable (default: all)"
+    )
+    probes_cmd.add_argument(
+        "--aggregation",
+        choices=list(FIELD_AGGREGATIONS),
+        default="mean",
+        help="how per-bit gates and masks are combined per field: mean, or mean of absolute values (default: mean)",
+    )
+    probes_cmd.set_defaults(handler=run_probes)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
@@ -609,6 +638,42 @@ def run_explain(args: argparse.Namespace) -> int:
 def _significant(value: float, digits: int = 6) -> float:
     """Round to ``digits`` significant digits, which keeps small probability-space values readable."""
     return float(f"{float(value):.{digits}g}")
+
+
+def run_probes(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    _check_out(args.out, args.overwrite)
+    bundle = load_bundle(args.bundle)
+    available = [probe.name for probe in model_probes(bundle.model)]
+    if not available:
+        msg = f"the {bundle.architecture} model in {str(args.bundle)!r} declares no probes; docs/probes.md lists the architectures that do"
+        raise CLIError(msg)
+    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=None if args.row_ids else args.rows)
+    if len(dataset) == 0:
+        msg = f"{str(args.data)!r} has no rows"
+        raise CLIError(msg)
+    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
+    if rows.max() >= len(dataset):
+        msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
+        raise CLIError(msg)
+    capture = capture_probes(bundle.model, dataset.tensors(rows), names=args.probe_names, aggregation=args.aggregation)
+
+    frame = pd.concat([values.to_frame(rows) for values in capture.probes.values()], ignore_index=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(args.out, index=False)
+    summary = {"out": str(args.out), "rows": len(rows), "aggregation": args.aggregation, "probes": {}}
+    for name, values in capture.probes.items():
+        strength = values.field_strength()
+        order = np.argsort(-strength)
+        summary["probes"][name] = {
+            "kind": values.probe.kind,
+            "axes": list(values.probe.axes),
+            "per_sample": values.probe.per_sample,
+            "fields_by_mean_value": {values.field_names[i]: round(float(strength[i]), 6) for i in order},
+        }
+    print(json.dumps(summary, indent=2))
+    return 0
 
 
 def run_interactions(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
+    import pandas as pd
     from torch import nn
 
 PROBE_KINDS = ("gate", "mask", "attention", "pair_weight", "field_weight")
@@ -162,6 +163,45 @@ class ProbeValues:
             raise ValueError(msg)
         position = self.probe.axes.index("field")
         return np.moveaxis(mean, position, -1).reshape(-1, mean.shape[position]).mean(axis=0)
+
+
+    def to_frame(self, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
+        """Return the values as a long table: one line per (row, leading axes, field or field pair).
+
+        Columns: ``row`` (the data set row from ``rows``, else the position in
+        the capture; missing for static probes), ``probe``, ``kind``, one
+        0-based column per leading axis (``layer``, ``head``, ``block``),
+        ``field`` (``field_i`` and ``field_j`` for pair maps) and ``value``.
+        """
+        import pandas as pd
+
+        info = self.probe
+        values = self.values if info.per_sample else self.values[None]
+        n_rows = len(values)
+        if rows is None or not info.per_sample:
+            row_ids = np.arange(n_rows)
+        else:
+            row_ids = np.asarray(rows)
+            if len(row_ids) != n_rows:
+                msg = f"got {len(row_ids)} row numbers for {n_rows} captured rows"
+                raise ValueError(msg)
+        field_axes = 2 if info.is_pair_map else 1
+        leading = info.axes[:-field_axes]
+        index = np.indices(values.shape).reshape(values.ndim, -1)
+        row_column = row_ids[index[0]] if info.per_sample else [None] * index.shape[1]
+        frame = pd.DataFrame({"row": pd.array(row_column, dtype="Int64")})
+        frame["probe"] = info.name
+        frame["kind"] = info.kind
+        for position, axis in enumerate(leading, start=1):
+            frame[axis] = index[position]
+        names = np.asarray(self.field_names, dtype=object)
+        if info.is_pair_map:
+            frame["field_i"] = names[index[-2]]
+            frame["field_j"] = names[index[-1]]
+        else:
+            frame["field"] = names[index[-1]]
+        frame["value"] = values.reshape(-1).astype(np.float64)
+        return frame
 
 
 @dataclass
