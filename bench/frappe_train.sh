@@ -34,7 +34,7 @@ declare -A OPTIONS=(
     [dcnv2]="--embedding-regularizer 0.05"
     [autoint+]="--embedding-regularizer 0.05"
     [gdcn]="--embedding-regularizer 0.05"
-    [fcn]="--embedding-regularizer 0.05"
+    [fcn]="--embedding-regularizer 0.05 --epochs 100"
     [finalmlp]="--embedding-regularizer 0.05 --param fs1_context=[\"user\"] --param fs2_context=[\"item\"]"
     [fibinet]="--embedding-regularizer 0.1"
     [masknet]="--embedding-regularizer 0.1"

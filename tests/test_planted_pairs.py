@@ -201,11 +201,26 @@ def test_planted_pairs_top_the_global_map(field_sii, click_model, test_set):
     assert {frozenset(pair) for pair in zip(top["player_i"], top["player_j"])} == PLANTED_GROUPS
 
 
-@pytest.mark.parametrize("name", ["ad_clicks_fm", "ad_clicks_deepfm", "ad_clicks_dcnv2", "ad_clicks_autoint_plus"])
-def test_trained_bundles_rank_device_and_time_first(name, test_set):
+# Bundle and how many times the second pair's mean |SII| the device x time pair reaches at least.
+# FiBiNET ranks it first by a smaller margin (1.4x, user x position second). The FCN bundle
+# (test AUC 0.745, the lowest of the deep models) ranks device x time third and is left out.
+TRAINED_BUNDLES = [
+    ("ad_clicks_fm", 2.0),
+    ("ad_clicks_deepfm", 2.0),
+    ("ad_clicks_dcnv2", 2.0),
+    ("ad_clicks_autoint_plus", 2.0),
+    ("ad_clicks_gdcn", 2.0),
+    ("ad_clicks_finalmlp", 2.0),
+    ("ad_clicks_masknet", 2.0),
+    ("ad_clicks_xdeepfm", 2.0),
+    ("ad_clicks_fibinet", 1.2),
+]
+
+
+@pytest.mark.parametrize(("name", "margin"), TRAINED_BUNDLES)
+def test_trained_bundles_rank_device_and_time_first(name, margin, test_set):
     bundle = load_bundle(ROOT / "models" / name)
     result = interactions(bundle.model, test_set, np.arange(300), index="SII", players=GROUPS)
     top = top_pairs(result, k=2)
     assert {top["player_i"].iloc[0], top["player_j"].iloc[0]} == {"device", "time"}
-    # by a wide margin: at least twice the second pair
-    assert top["mean_abs_value"].iloc[0] > 2 * top["mean_abs_value"].iloc[1]
+    assert top["mean_abs_value"].iloc[0] > margin * top["mean_abs_value"].iloc[1]
