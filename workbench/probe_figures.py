@@ -21,10 +21,13 @@ HISTOGRAM_BINS = 60
 
 def _colors(values: np.ndarray, value_range: tuple[float, float] | None, aggregation: str) -> dict:
     """Colour scale settings: diverging around the middle of a bounded range, around 0 for signed values."""
-    if value_range is not None and aggregation == "mean":
-        low, high = value_range
-        return {"colorscale": DIVERGING_SCALE, "zmin": low, "zmax": high}
     finite = values[np.isfinite(values)]
+    if value_range is not None and aggregation == "mean":
+        # Neutral colour at the middle of the range (0.5 for a sigmoid gate), scaled to the largest
+        # deviation so that gates that stay close to neutral still show their differences.
+        middle = (value_range[0] + value_range[1]) / 2
+        spread = max(float(np.abs(finite - middle).max()) if finite.size else 0.0, 1e-12)
+        return {"colorscale": DIVERGING_SCALE, "zmin": middle - spread, "zmax": middle + spread}
     if aggregation == "mean_abs" or (finite.size and finite.min() >= 0):
         return {"colorscale": SEQUENTIAL_SCALE, "zmin": 0.0, "zmax": max(float(finite.max()) if finite.size else 0.0, 1e-12)}
     limit = max(float(np.abs(finite).max()) if finite.size else 0.0, 1e-12)
@@ -217,7 +220,8 @@ def agreement_histogram(correlations: np.ndarray, *, title: str) -> go.Figure:
         f"{finite.size:,} rows · median {np.median(finite):+.3f}" if finite.size else "no row has a defined correlation"
     )
     if finite.size < correlations.size:
-        subtitle += f" · {correlations.size - finite.size} rows left out (a constant map)"
+        left_out = correlations.size - finite.size
+        subtitle += f" · {left_out} row{'s' if left_out != 1 else ''} left out (a constant map)"
     figure.update_layout(
         title=_title(title, subtitle),
         xaxis={"title": "Spearman rank correlation", "range": [-1.05, 1.05]},
