@@ -198,7 +198,7 @@ def test_intrinsic_page_reports_the_rank_correlation(app_env, probe_models_dir, 
     sample = rows.sample_rows(len(dataset), INTRINSIC_ROWS, 0)
     sii = exact_indices(bundle.model, dataset, sample).sii
     values = capture_probes(bundle.model, dataset.tensors(sample))[probe]
-    expected = pair_map_agreement(pair_map(values), sii.mean_abs().to_numpy())["spearman"]
+    expected = pair_map_agreement(pair_map(values, absolute=True), sii.mean_abs().to_numpy())["spearman"]
     shown = next(m.value for m in app.metric if m.label == "Spearman (global maps)")
     assert shown == f"{expected:+.3f}"
     charts = specs(app)

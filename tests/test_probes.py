@@ -269,3 +269,31 @@ def test_recorder_ignores_forward_passes_of_other_threads(splits):
         assert recorder.take(probe).shape == (8, len(model.attention), model.attention[0].n_heads, model.n_fields, model.n_fields)
     finally:
         recorder.remove()
+
+
+def test_fm_pair_products_equal_exact_sii(splits):
+    # With absent fields at the zero embedding, the FM logit is a pure pairwise game in the fields,
+    # so its SII pair values are exactly the pair products <v_i, v_j> of each row.
+    from workbench.explain.exact import exact_indices
+
+    model = scrambled("fm", splits.schema)
+    rows = np.arange(30)
+    values = capture_probes(model, splits.test.tensors(rows))["fm_pair_products"]
+
+    sii = exact_indices(model, splits.test, rows, baseline="zero").sii
+
+    off_diagonal = ~np.eye(model.n_fields, dtype=bool)
+    np.testing.assert_allclose(sii.pairs[:, off_diagonal], values.values[:, off_diagonal], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pair_agreement_per_row(values, sii.pairs), 1.0)
+    global_map = pair_map(values, absolute=True)
+    np.testing.assert_allclose(global_map, np.abs(values.values).mean(axis=0))
+    assert pair_map_agreement(global_map, sii.mean_abs().to_numpy())["spearman"] == pytest.approx(1.0)
+
+
+def test_pair_map_absolute_averages_magnitudes():
+    array = np.array([[[0.0, 2.0, 0.0], [2.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    values = _values(("field", "field"), np.concatenate([array, -array]))
+
+    np.testing.assert_allclose(pair_map(values), 0.0)
+    np.testing.assert_allclose(pair_map(values, absolute=True), array[0])
+    np.testing.assert_allclose(pair_map(values, row=1, absolute=True), array[0])

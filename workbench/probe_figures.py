@@ -1,8 +1,8 @@
 """Plotly figures of probes: gate and mask heatmaps, value histograms, field rankings and pair maps.
 
 Each function takes the :class:`~workbench.probes.ProbeValues` (or a field x
-field map made from them) and returns a ``plotly.graph_objects.Figure``; the
-app and the reports draw the same figures.
+field map made from them) and returns a ``plotly.graph_objects.Figure``. The
+app pages draw these figures, and a notebook can call the same functions.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def intrinsic_posthoc_heatmaps(
     post_hoc_name: str,
     spearman: float,
 ) -> go.Figure:
-    """The intrinsic map next to the post-hoc map, both as |values| with the diagonal blanked.
+    """Draw the intrinsic map next to the post-hoc map, both as |values| with the diagonal blanked.
 
     Each panel has its own colour scale because the two maps are in
     different units; the title gives their rank correlation over pairs.

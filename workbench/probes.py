@@ -474,17 +474,26 @@ def _reduce_leading(values: np.ndarray, leading_axes: tuple[str, ...], select: d
     return values
 
 
-def pair_map(values: ProbeValues, *, row: int | None = None, select: dict[str, int] | None = None) -> np.ndarray:
-    """The field x field map of a pair probe, shape ``(n_fields, n_fields)``.
+def pair_map(
+    values: ProbeValues, *, row: int | None = None, select: dict[str, int] | None = None, absolute: bool = False
+) -> np.ndarray:
+    """Reduce a pair probe to one field x field map, shape ``(n_fields, n_fields)``.
 
-    ``row`` picks one captured row (the cohort mean when ``None``); ``select``
-    picks an index on leading axes such as ``{"layer": 0, "head": 1}``, and the
-    leading axes it does not name are averaged.
+    ``row`` picks one captured row (the mean over rows when ``None``);
+    ``select`` picks an index on leading axes such as ``{"layer": 0, "head": 1}``,
+    and the leading axes it does not name are averaged. With ``absolute``,
+    absolute values are averaged, the counterpart of a mean |SII| map for
+    signed per-sample maps such as FM pair products.
     """
     if not values.probe.is_pair_map:
         msg = f"probe {values.probe.name!r} is not a field x field map (axes {values.probe.axes})"
         raise ValueError(msg)
-    matrix = values.cohort_mean() if row is None else values.for_row(row)
+    if row is None:
+        data = values.values if values.probe.per_sample else values.values[None]
+        matrix = (np.abs(data) if absolute else data).mean(axis=0)
+    else:
+        matrix = values.for_row(row)
+        matrix = np.abs(matrix) if absolute else matrix
     return _reduce_leading(matrix, values.probe.axes[:-2], select)
 
 

@@ -75,7 +75,7 @@ leading = {axis: shape[axis] for axis in probe.axes[:-2]}
 select = controls.axis_selectors(st.columns(max(len(leading), 1)), leading, key="intrinsic")
 
 field_names = list(data.bundle.schema.field_names)
-intrinsic = pair_map(values, select=select)
+intrinsic = pair_map(values, select=select, absolute=True)
 post_hoc = interaction.mean_abs().loc[field_names, field_names].to_numpy()
 agreement = pair_map_agreement(intrinsic, post_hoc)
 columns = st.columns(3)
@@ -88,7 +88,7 @@ st.plotly_chart(
         intrinsic,
         post_hoc,
         field_names,
-        intrinsic_name=f"{name} (|value|, mean over rows)" if probe.per_sample else f"{name} (|weight|)",
+        intrinsic_name=f"{name} (mean |value| over rows)" if probe.per_sample else f"{name} (|weight|)",
         post_hoc_name=f"mean |{index}| (logit)",
         spearman=correlation,
     ),
