@@ -585,7 +585,7 @@ def test_train_bad_hidden_units(sample, tmp_path, value, message):
         ("--epochs", "0", "expected a number >= 1; got 0"),
         ("--batch-size", "many", "expected a whole number; got 'many'"),
         ("--learning-rate", "-1", "expected a number >= 0; got '-1'"),
-        ("--arch", "xdeepfm", "invalid choice: 'xdeepfm'"),
+        ("--arch", "pnn", "invalid choice: 'pnn'"),
     ],
 )
 def test_train_bad_options(sample, tmp_path, option, value, message):
