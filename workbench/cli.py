@@ -46,7 +46,7 @@ from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
 from workbench.probes import FIELD_AGGREGATIONS, capture_probes, model_probes
 from workbench.zoo import ARCHITECTURES, build_model
-from workbench.zoo.models import accepted_hyperparameters
+from workbench.zoo.registry import accepted_hyperparameters
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BACKGROUND_ROWS = 100

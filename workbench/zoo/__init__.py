@@ -1,6 +1,6 @@
 """Native CTR architectures with a field-embedding / logit split."""
 
 from workbench.zoo.base import CTRModel
-from workbench.zoo.models import ARCHITECTURES, build_model
+from workbench.zoo.registry import ARCHITECTURES, build_model
 
 __all__ = ["ARCHITECTURES", "CTRModel", "build_model"]

@@ -21,11 +21,8 @@ import torch
 from torch import nn
 
 from workbench.probes import Probe, field_contiguous_bits, layer_block_norms
-from workbench.schema import Schema
-from workbench.zoo.base import CTRModel
-from workbench.zoo.layers import MLP, check_sizes, slot_layer
-
-STRUCTURES = ("parallel", "stacked")
+from workbench.zoo.layers import slot_layer
+from workbench.zoo.models import DCNv2
 
 
 class GatedCrossLayer(nn.Module):
@@ -77,7 +74,7 @@ class GatedCrossNet(nn.Module):
         return c
 
 
-class GDCN(CTRModel):
+class GDCN(DCNv2):
     """GDCN: gated cross layers plus a DNN; ``structure`` is ``parallel`` (GDCN-P) or ``stacked`` (GDCN-S).
 
     Parallel: ``logit = head([c_L ; DNN(c_0)])``. Stacked:
@@ -92,38 +89,9 @@ class GDCN(CTRModel):
 
     architecture = "gdcn"
 
-    def __init__(
-        self,
-        schema: Schema,
-        *,
-        embedding_dim: int = 10,
-        n_cross_layers: int = 3,
-        structure: str = "parallel",
-        hidden_units: Sequence[int] = (400, 400, 400),
-        dropout: float = 0.2,
-        batch_norm: bool = True,
-        **hyperparameters,
-    ) -> None:
-        if structure not in STRUCTURES:
-            msg = f"structure must be 'parallel' or 'stacked'; got {structure!r}"
-            raise ValueError(msg)
-        super().__init__(
-            schema,
-            embedding_dim=embedding_dim,
-            n_cross_layers=n_cross_layers,
-            structure=structure,
-            hidden_units=list(hidden_units),
-            dropout=dropout,
-            batch_norm=batch_norm,
-            **hyperparameters,
-        )
-        check_sizes(n_cross_layers=n_cross_layers, hidden_units=hidden_units)
-        input_dim = self.n_fields * embedding_dim
-        self.structure = structure
-        self.cross_net = GatedCrossNet(input_dim, n_cross_layers)
-        self.dnn = MLP(input_dim, hidden_units, dropout=dropout, batch_norm=batch_norm)
-        head_input = self.dnn.output_dim + (input_dim if structure == "parallel" else 0)
-        self.head = nn.Linear(head_input, 1)
+    @staticmethod
+    def build_cross_net(input_dim: int, n_layers: int) -> nn.Module:
+        return GatedCrossNet(input_dim, n_layers)
 
     def probes(self) -> list[Probe]:
         n_layers = len(self.cross_net.layers)

@@ -6,9 +6,7 @@ three layers of 400 units); the training recipe lives in ``workbench.training``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,13 +14,7 @@ from torch import nn
 from workbench.probes import Probe, layer_block_norms
 from workbench.schema import Schema
 from workbench.zoo.base import CTRModel
-from workbench.zoo.fcn import FCN
-from workbench.zoo.fibinet import FiBiNET
-from workbench.zoo.finalmlp import FinalMLP
-from workbench.zoo.gdcn import GDCN
 from workbench.zoo.layers import MLP, CrossNetV2, MultiHeadSelfAttention, check_sizes, fm_pairwise, slot_layer
-from workbench.zoo.masknet import MaskNet
-from workbench.zoo.xdeepfm import XDeepFM
 
 
 def _fm_pair_products(model: FactorizationMachine, field_embeddings: torch.Tensor) -> torch.Tensor:
@@ -170,11 +162,16 @@ class DCNv2(CTRModel):
         check_sizes(n_cross_layers=n_cross_layers, hidden_units=hidden_units)
         input_dim = self.n_fields * embedding_dim
         self.structure = structure
-        self.cross_net = CrossNetV2(input_dim, n_cross_layers)
+        self.cross_net = self.build_cross_net(input_dim, n_cross_layers)
         dnn_input = input_dim
         self.dnn = MLP(dnn_input, hidden_units, dropout=dropout, batch_norm=batch_norm)
         head_input = self.dnn.output_dim + (input_dim if structure == "parallel" else 0)
         self.head = nn.Linear(head_input, 1)
+
+    @staticmethod
+    def build_cross_net(input_dim: int, n_layers: int) -> nn.Module:
+        """Build the cross network over flattened embeddings of width ``input_dim``; GDCN swaps in its gated one."""
+        return CrossNetV2(input_dim, n_layers)
 
     def probes(self) -> list[Probe]:
         return [
@@ -281,51 +278,3 @@ class AutoIntPlus(CTRModel):
         first = first_layer_outputs[0] if first_layer_outputs else None
         deep_logit = self.dnn(field_embeddings.flatten(start_dim=1), first_output=first).squeeze(-1)
         return attention_logit + deep_logit
-
-
-ARCHITECTURES: dict[str, type[CTRModel]] = {
-    cls.architecture: cls
-    for cls in (
-        LogisticRegression,
-        FactorizationMachine,
-        DeepFM,
-        DCNv2,
-        AutoIntPlus,
-        GDCN,
-        FCN,
-        FinalMLP,
-        FiBiNET,
-        MaskNet,
-        XDeepFM,
-    )
-}
-
-
-def accepted_hyperparameters(architecture: str) -> set[str]:
-    """Names of the keyword hyper-parameters an architecture's constructor takes."""
-    names = {"embedding_dim"}
-    for cls in ARCHITECTURES[architecture].__mro__:
-        if not (isinstance(cls, type) and issubclass(cls, CTRModel)):
-            continue
-        for parameter in inspect.signature(cls.__init__).parameters.values():
-            if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
-                names.add(parameter.name)
-    return names
-
-
-def build_model(architecture: str, schema: Schema, **hyperparameters) -> CTRModel:
-    """Build a native model by architecture name (``lr``, ``fm``, ``deepfm``, ``dcnv2``, ``autoint+``)."""
-    key = architecture.lower()
-    if key not in ARCHITECTURES:
-        msg = f"unknown architecture {architecture!r}; available: {', '.join(ARCHITECTURES)}"
-        raise ValueError(msg)
-    accepted = accepted_hyperparameters(key)
-    unknown = sorted(set(hyperparameters) - accepted)
-    if unknown:
-        msg = f"unknown hyper-parameter(s) {', '.join(unknown)} for {key}; accepted: {', '.join(sorted(accepted))}"
-        raise ValueError(msg)
-    try:
-        return ARCHITECTURES[key](schema, **hyperparameters)
-    except TypeError as err:
-        msg = f"invalid hyper-parameters for {key}: {err}"
-        raise ValueError(msg) from err
