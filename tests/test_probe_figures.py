@@ -43,11 +43,22 @@ def test_histogram_has_one_trace_per_layer_of_bits():
     assert len(figure.data[0].x) == 2 * 6  # 2 rows x 6 bits
 
 
-def test_strength_bar_ranks_fields():
+def test_strength_bar_ranks_gates_by_distance_from_neutral():
     figure = probe_figures.field_strength_bar(gate_values())
 
     assert list(figure.data[0].y) == ["item", "user", "hour"]
-    np.testing.assert_allclose(figure.data[0].x, [0.575, 0.5, 0.455])
+    np.testing.assert_allclose(figure.data[0].x, [0.075, 0.0, -0.045], atol=1e-12)
+    assert "− 0.5 (neutral)" in figure.layout.xaxis.title.text
+
+
+def test_strength_bar_of_unbounded_values_shows_means():
+    info = ProbeInfo("masks", "mask", ("field",), "test masks", True)
+    values = ProbeValues(info, np.array([[1.0, -2.0, 0.5], [3.0, -2.0, 0.5]]), FIELDS)
+
+    figure = probe_figures.field_strength_bar(values)
+
+    assert list(figure.data[0].y) == ["user", "hour", "item"]
+    np.testing.assert_allclose(figure.data[0].x, [2.0, 0.5, -2.0])
 
 
 def test_intrinsic_posthoc_heatmaps_blank_the_diagonal():

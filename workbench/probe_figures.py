@@ -103,19 +103,29 @@ def probe_histogram(values: ProbeValues) -> go.Figure:
 
 
 def field_strength_bar(values: ProbeValues, *, title: str | None = None) -> go.Figure:
-    """Fields ranked by their probe value averaged over layers or blocks and over the captured rows."""
+    """Rank fields by their probe value, averaged over layers or blocks and over the captured rows.
+
+    For a bounded signal such as a sigmoid gate the bars show the distance
+    from the neutral middle of its range (0.5 for a gate in (0, 1), 1 for
+    FinalMLP's gate in (0, 2)), so that gates that stay near neutral still
+    differ visibly; fields are ranked by that signed distance.
+    """
     strength = values.field_strength()
-    order = np.argsort(-strength)
-    names = [values.field_names[i] for i in order]
     info = values.probe
     how = "mean |bit|" if values.aggregation == "mean_abs" and values.bits is not None else "mean value"
+    if info.value_range is not None and values.aggregation == "mean":
+        middle = (info.value_range[0] + info.value_range[1]) / 2
+        strength = strength - middle
+        how = f"{how} − {middle:g} (neutral)"
+    order = np.argsort(-strength)
+    names = [values.field_names[i] for i in order]
     figure = go.Figure(
         go.Bar(
             x=strength[order],
             y=names,
             orientation="h",
-            marker_color=DIVERGING_SCALE[-1][1],
-            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
+            marker_color=[DIVERGING_SCALE[-1][1] if v >= 0 else DIVERGING_SCALE[0][1] for v in strength[order]],
+            hovertemplate="%{y}: %{x:.5f}<extra></extra>",
         )
     )
     figure.update_layout(
