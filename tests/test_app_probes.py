@@ -12,7 +12,7 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from helpers import array
-from workbench.app import rows, sources
+from workbench.app import probe_views, rows, sources
 from workbench.bundle import load_bundle, save_bundle
 from workbench.data import load_dataset, read_frame, read_schema_spec
 from workbench.explain.exact import exact_indices
@@ -190,7 +190,8 @@ def test_attention_page_explains_models_without_attention(app_env, probe_models_
      ("fibinet", "bilinear_pair_norms"), ("xdeepfm", "cin_pair_weights")],
 )
 def test_intrinsic_page_reports_the_rank_correlation(app_env, probe_models_dir, loaded, architecture, probe):
-    app = open_page("intrinsic", architecture, probe_models_dir, intrinsic_started=True, intrinsic_probe=probe)
+    app = open_page("intrinsic", architecture, probe_models_dir, intrinsic_probe=probe)
+    app.button(key="intrinsic_submit").click().run()
 
     assert not app.exception
     assert [e.value for e in app.error] == []
@@ -215,9 +216,55 @@ def test_intrinsic_page_waits_for_the_button(app_env, probe_models_dir):
     assert "intrinsic_maps" not in specs(app)
 
 
+def test_intrinsic_page_waits_again_for_another_bundle(app_env, probe_models_dir):
+    app = open_page("intrinsic", "fm", probe_models_dir)
+    app.button(key="intrinsic_submit").click().run()
+    assert "intrinsic_maps" in specs(app)
+
+    app.sidebar.selectbox(key="bundle_choice").set_value(str(probe_models_dir / bundle_name("dcnv2"))).run()
+
+    assert not app.exception
+    assert any("Press **Compare** to start" in i.value for i in app.info)
+    assert "intrinsic_maps" not in specs(app)
+
+
+def test_flat_signal_note_flags_uniform_attention():
+    manifest = {"training": {"config": {"embedding_regularizer": 0.5}}}
+    uniform = np.full((10, 4, 4), 0.25) + np.random.default_rng(0).normal(scale=1e-6, size=(10, 4, 4))
+
+    note = probe_views.flat_signal_note(uniform, (0.0, 1.0), manifest)
+
+    assert note is not None
+    assert "nearly constant" in note
+    assert "embedding L2 of 0.5" in note
+    assert probe_views.flat_signal_note(np.array([0.1, 0.4, 0.9]), (0.0, 1.0), manifest) is None
+    assert probe_views.flat_signal_note(np.array([2.0, 2.001]), None, {}) is not None
+    assert probe_views.flat_signal_note(np.array([-2.0, 2.0]), None, {}) is None
+
+
 def test_lr_has_no_probe_pages_content(app_env, probe_models_dir):
     for page in PAGES:
         app = open_page(page, "lr", probe_models_dir)
         assert not app.exception
         assert [e.value for e in app.error] == []
         assert app.info, page
+
+
+def test_attention_page_warns_about_uniform_attention(monkeypatch, tiny_data_dir):
+    # The bundled AutoInt+ was trained with an embedding L2 of 0.5: its attention is uniform to 1e-4.
+    monkeypatch.setenv(sources.MODELS_DIR_ENV, str(REPO_ROOT / "models"))
+    monkeypatch.setenv(sources.DATA_DIR_ENV, str(tiny_data_dir))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
+    app.session_state["attention_cohort_rows"] = COHORT_ROWS
+    app.run()
+    app.sidebar.selectbox(key="bundle_choice").set_value(str(REPO_ROOT / "models" / "ad_clicks_autoint_plus")).run()
+    app.switch_page(PAGES["attention"])
+    app.run()
+
+    assert not app.exception
+    warnings = [w.value for w in app.warning]
+    assert any("nearly constant" in w and "embedding L2 of 0.5" in w for w in warnings)
+    st.cache_data.clear()
+    st.cache_resource.clear()

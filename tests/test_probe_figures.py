@@ -78,3 +78,15 @@ def test_agreement_histogram_counts_undefined_rows():
 
     assert len(figure.data[0].x) == 2
     assert "1 row left out" in figure.layout.title.subtitle.text
+
+
+def test_side_by_side_heatmaps_share_a_colour_scale():
+    values = gate_values()
+
+    first = probe_figures.field_probe_heatmap(values, row=0, color_rows=[0, 1]).data[0]
+    second = probe_figures.field_probe_heatmap(values, row=1, color_rows=[0, 1]).data[0]
+    alone = probe_figures.field_probe_heatmap(values, row=0).data[0]
+
+    assert (first.zmin, first.zmax) == (second.zmin, second.zmax)
+    assert first.zmax == pytest.approx(0.7)  # row 1's largest gate
+    assert alone.zmax == pytest.approx(0.6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -360,3 +361,26 @@ def test_build_model_zero_heads(splits):
 def test_build_model_non_positive_sizes(splits, architecture, hyperparameters):
     with pytest.raises(ValueError, match=next(iter(hyperparameters))):
         build_model(architecture, splits.schema, **hyperparameters)
+
+
+@pytest.mark.parametrize(
+    ("architecture", "name", "value", "message"),
+    [
+        ("finalmlp", "mlp1_hidden_units", [1.5], "must be a list of ints such as [400]; got [1.5]"),
+        ("finalmlp", "mlp1_dropout", "high", "must be a float such as 0.4; got 'high'"),
+        ("finalmlp", "use_fs", "yes", "must be a bool such as True; got 'yes'"),
+        ("gdcn", "n_cross_layers", 2.5, "must be an int such as 3; got 2.5"),
+        ("dcnv2", "structure", 1, "must be a str such as 'parallel'; got 1"),
+        ("deepfm", "batch_norm", 1, "must be a bool such as True; got 1"),
+    ],
+)
+def test_build_model_rejects_wrong_types(splits, architecture, name, value, message):
+    with pytest.raises(ValueError, match=re.escape(f"hyper-parameter {name} of {architecture} {message}")):
+        build_model(architecture, splits.schema, **{name: value})
+
+
+def test_build_model_accepts_ints_for_floats_and_lists_for_tuples(splits):
+    model = build_model("deepfm", splits.schema, embedding_dim=4, dropout=0, hidden_units=[8, 4])
+
+    assert model.hyperparameters["dropout"] == 0
+    assert model.hyperparameters["hidden_units"] == [8, 4]

@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help=(
             "any constructor hyper-parameter of the architecture, repeatable; VALUE is read as JSON "
-            "(3, 0.1, true, [400,400], [\"user\"]) and otherwise taken as a string, e.g. --param fs1_context='[\"user\"]'"
+            "(3, 0.1, true, [400,400], [\"user_id\"]) and otherwise taken as a string, e.g. --param fs1_context='[\"user_id\"]'"
         ),
     )
     fit_group = train.add_argument_group("optimisation")
@@ -738,7 +737,9 @@ def run_serve(args: argparse.Namespace) -> int:
         "--browser.gatherUsageStats", "false",
     ]
     print(f"CTR Workbench on http://{args.address}:{args.port}", file=sys.stderr)
-    return subprocess.call(command, env=env)
+    sys.stderr.flush()
+    # Replace this process with Streamlit, so that a signal sent to `workbench serve` stops the server too.
+    os.execve(sys.executable, command, env)
 
 
 def main(argv: list[str] | None = None) -> int:

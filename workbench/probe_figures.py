@@ -41,14 +41,22 @@ def _aggregation_text(values: ProbeValues) -> str:
 
 
 def field_probe_heatmap(
-    values: ProbeValues, *, row: int | None = None, field_labels: Sequence[str] | None = None, title: str | None = None
+    values: ProbeValues,
+    *,
+    row: int | None = None,
+    field_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    color_rows: Sequence[int] | None = None,
 ) -> go.Figure:
-    """Layer (or block) x field heatmap of a per-field probe for one captured row or the cohort mean.
+    """Draw the layer (or block) x field heatmap of a per-field probe for one captured row or the cohort mean.
 
     ``field_labels`` replaces the field names on the x axis, e.g. with
-    ``field = raw value`` for one sample.
+    ``field = raw value`` for one sample. ``color_rows`` lists captured rows
+    whose values set the colour scale together, so that heatmaps of these
+    rows drawn side by side share one scale.
     """
     table, lines = field_rows(values, row=row)
+    scale_values = table if color_rows is None else np.concatenate([field_rows(values, row=r)[0] for r in color_rows])
     labels = list(field_labels) if field_labels is not None else list(values.field_names)
     info = values.probe
     scope = "cohort mean" if row is None or not info.per_sample else f"captured row {row}"
@@ -61,11 +69,11 @@ def field_probe_heatmap(
             y=lines,
             hovertemplate="%{y}<br>%{x}<br>value %{z:.4f}<extra></extra>",
             colorbar={"title": info.kind},
-            **_colors(table, info.value_range, values.aggregation),
+            **_colors(scale_values, info.value_range, values.aggregation),
         )
     )
     figure.update_layout(
-        title=_title(title or f"{info.name}: {scope}", info.description + _aggregation_text(values)),
+        title=_title(title or f"{info.name}: {scope}", f"{info.kind}{_aggregation_text(values)}"),
         xaxis={"type": "category", "tickangle": -45, "showgrid": False},
         yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
         height=170 + 34 * len(lines) + 6 * max(len(label) for label in labels),

@@ -405,17 +405,21 @@ def capture_probes(
                     raw[probe.name].append(recorder.take(probe).numpy())
                 elif probe.compute is not None:
                     raw[probe.name].append(probe.compute(model, embeddings).detach().float().cpu().numpy())
+
+        static: dict[str, np.ndarray] = {}
+        for probe in probes:
+            if not probe.per_sample:
+                value = probe.static(model)
+                static[probe.name] = (
+                    value.detach().float().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+                )
     finally:
         recorder.remove()
         model.train(was_training)
 
-    capture = ProbeCapture(logits=np.concatenate(logits) if logits else np.zeros(0, dtype=np.float32))
+    capture = ProbeCapture(logits=np.concatenate(logits))
     for probe in probes:
-        if probe.per_sample:
-            values = np.concatenate(raw[probe.name])
-        else:
-            values = probe.static(model)
-            values = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        values = np.concatenate(raw[probe.name]) if probe.per_sample else static[probe.name]
         capture.probes[probe.name] = _map_to_fields(model, probe, values, field_names, n_fields, aggregation)
     return capture
 

@@ -5,6 +5,9 @@ This module does not import Streamlit.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from workbench.figures import MAX_LABEL_CHARS, field_value_label
@@ -44,3 +47,31 @@ def field_labels(displayed: pd.DataFrame, row: int, field_names: list[str]) -> l
     """``field = raw value`` labels of one data set row, shortened for axes."""
     values = displayed.iloc[row]
     return [field_value_label(name, values[name], MAX_LABEL_CHARS) for name in field_names]
+
+
+FLAT_SPREAD = 0.01
+"""A signal whose values span less than this share of their range (or of their mean size) counts as nearly constant."""
+
+
+def flat_signal_note(values: np.ndarray, value_range: tuple[float, float] | None, manifest: dict[str, Any]) -> str | None:
+    """Explain a nearly constant probe signal, or return None when its values vary enough to read.
+
+    The span of the values is compared with the width of ``value_range`` for
+    bounded signals (gates, attention), and otherwise with their mean absolute
+    value.
+    """
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size < 2:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    scale = value_range[1] - value_range[0] if value_range is not None else float(np.abs(finite).mean())
+    if scale <= 0 or (high - low) >= FLAT_SPREAD * scale:
+        return None
+    regularizer = manifest.get("training", {}).get("config", {}).get("embedding_regularizer")
+    trained = f" It was trained with an embedding L2 of {regularizer:g}." if isinstance(regularizer, (int, float)) else ""
+    return (
+        f"These values span only {low:.5g} to {high:.5g}, so this signal is nearly constant for this model.{trained} "
+        "Small embeddings make attention close to uniform and gates close to neutral, and the prediction then "
+        "comes from the model's other paths; the Interactions and Field importance pages show what drives it."
+    )

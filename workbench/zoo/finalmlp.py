@@ -15,6 +15,7 @@ with those fields, so the defaults here are empty contexts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import torch
@@ -58,6 +59,13 @@ class FeatureGating(nn.Module):
             input_dim = embedding_dim
         self.mlp = MLP(input_dim, hidden_units, output_dim=n_fields * embedding_dim)
         self.gate = ScaledSigmoid(2.0)
+
+    def constant_gate(self) -> torch.Tensor:
+        """Return the gate of a stream without context, shape ``(F * D,)``: the same for every sample."""
+        if self.context_bias is None:
+            msg = "this stream has context fields, so its gate differs between samples; read it with a forward hook"
+            raise ValueError(msg)
+        return self.gate(self.mlp(self.context_bias))[0]
 
     def forward(self, field_embeddings: torch.Tensor) -> torch.Tensor:
         """Return the gated flattened embeddings ``(B, F * D)`` of ``(B, F, D)`` embeddings."""
@@ -162,7 +170,7 @@ class FinalMLP(CTRModel):
         )
         for name, context in (("fs1_context", fs1_context), ("fs2_context", fs2_context)):
             if isinstance(context, str):
-                msg = f"{name} must be a list of field names; got the string {context!r}; write [{context!r}]"
+                msg = f"{name} must be a list of field names; got the string {context!r}; write {json.dumps([context])}"
                 raise ValueError(msg)
         context1 = _context_positions(schema, fs1_context, "fs1_context")
         context2 = _context_positions(schema, fs2_context, "fs2_context")
@@ -188,6 +196,12 @@ class FinalMLP(CTRModel):
         probes = []
         for stream, context in ((1, self.hyperparameters["fs1_context"]), (2, self.hyperparameters["fs2_context"])):
             scope = f"computed from {', '.join(context)}" if context else "the same for every sample (no context)"
+            # Without context the gate is a function of the weights alone, so it is read as a static probe.
+            how = (
+                {"modules": (f"stream{stream}_gating.gate",)}
+                if context
+                else {"static": lambda model, stream=stream: getattr(model, f"stream{stream}_gating").constant_gate()}
+            )
             probes.append(
                 Probe(
                     f"stream{stream}_gate",
@@ -195,9 +209,9 @@ class FinalMLP(CTRModel):
                     ("field",),
                     f"feature gate 2 * sigmoid(.) of MLP stream {stream}, {scope}; 1 leaves a bit unchanged, "
                     "values above 1 amplify it",
-                    modules=(f"stream{stream}_gating.gate",),
                     bit_fields=lambda model: field_contiguous_bits(model.n_fields, model.embedding_width),
                     value_range=(0.0, 2.0),
+                    **how,
                 )
             )
         return probes

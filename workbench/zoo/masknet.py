@@ -107,7 +107,7 @@ class MaskNet(CTRModel):
         parallel_num_blocks: int = 3,
         parallel_block_dim: int = 50,
         serial_block_dims: Sequence[int] = (64, 64, 64),
-        reduction_ratio: float = 2,
+        reduction_ratio: float = 2.0,
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.1,
         batch_norm: bool = False,

@@ -35,6 +35,10 @@ leading = {axis: shape[axis] for axis in ("layer", "head") if axis in shape}
 select = controls.axis_selectors(columns[1:3], leading, key="attention")
 where = ", ".join(f"{axis} {index + 1}" for axis, index in select.items()) or "mean over layers and heads"
 
+note = probe_views.flat_signal_note(values.values, probe.value_range, data.bundle.manifest)
+if note:
+    st.warning(note)
+
 displayed = state.displayed_values(data)
 field_names = list(data.bundle.schema.field_names)
 labels = probe_views.field_labels(displayed, row, field_names)

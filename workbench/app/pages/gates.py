@@ -41,6 +41,9 @@ except state.LOAD_ERRORS as err:
     st.error(f"Reading the probes failed on `{data.dataset.name}`: {err}")
     st.stop()
 values = cohort[name]
+note = probe_views.flat_signal_note(values.values, probe.value_range, data.bundle.manifest)
+if note:
+    st.warning(note)
 
 left, right = st.columns([3, 2])
 left.plotly_chart(
@@ -68,7 +71,11 @@ for column, position, row in ((columns[0], 0, first), (columns[1], 1, second)):
     logit = float(pair.logits[position])
     column.plotly_chart(
         probe_figures.field_probe_heatmap(
-            pair[name], row=position, field_labels=labels, title=f"Row {row}: {name} (logit {logit:+.3f})"
+            pair[name],
+            row=position,
+            field_labels=labels,
+            title=f"Row {row}: {name} (logit {logit:+.3f})",
+            color_rows=[0, 1],
         ),
         key=f"gates_sample_{position}",
     )

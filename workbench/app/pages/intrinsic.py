@@ -48,11 +48,12 @@ with st.form("intrinsic_form"):
     seed = columns[1].number_input("Sampling seed", min_value=0, value=0, key="intrinsic_seed")
     background_rows = controls.background_rows_input(columns[2], key="intrinsic_background_rows")
     if st.form_submit_button("Compare", key="intrinsic_submit"):
-        st.session_state[STARTED_KEY] = True
+        # Remember which bundle and data the button was pressed for: another choice in the sidebar waits again.
+        st.session_state[STARTED_KEY] = data.key
 
 probe = by_name[name]
 st.caption(probe.description)
-if not st.session_state.get(STARTED_KEY):
+if st.session_state.get(STARTED_KEY) != data.key:
     n_fields = len(data.bundle.schema.fields)
     st.info(
         f"The post-hoc map needs exact pair interactions: 2**{n_fields} = {2**n_fields:,} coalitions per row. "
@@ -78,6 +79,11 @@ field_names = list(data.bundle.schema.field_names)
 intrinsic = pair_map(values, select=select, absolute=True)
 post_hoc = interaction.mean_abs().loc[field_names, field_names].to_numpy()
 agreement = pair_map_agreement(intrinsic, post_hoc)
+note = probe_views.flat_signal_note(
+    intrinsic[~np.eye(len(field_names), dtype=bool)], probe.value_range, data.bundle.manifest
+)
+if note:
+    st.warning(note + " A rank correlation of a nearly constant map rests on tiny differences.")
 columns = st.columns(3)
 correlation = agreement["spearman"]
 columns[0].metric("Spearman (global maps)", "undefined" if np.isnan(correlation) else f"{correlation:+.3f}")
