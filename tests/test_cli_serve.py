@@ -1,0 +1,58 @@
+"""``workbench serve`` becomes the Streamlit server, so stopping it stops the server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+STARTUP_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def test_serve_stops_with_its_process(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    workbench = Path(sys.executable).parent / "workbench"
+    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", "HOME": str(tmp_path)}
+    server = subprocess.Popen(
+        [str(workbench), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not healthy(url):
+            assert server.poll() is None, f"workbench serve exited with {server.returncode}"
+            assert time.monotonic() < deadline, f"no answer at {url} within {STARTUP_TIMEOUT_S} s"
+            time.sleep(0.3)
+
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+        assert not healthy(url)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
