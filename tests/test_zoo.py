@@ -368,10 +368,10 @@ def test_build_model_non_positive_sizes(splits, architecture, hyperparameters):
     [
         ("finalmlp", "mlp1_hidden_units", [1.5], "must be a list of ints such as [400]; got [1.5]"),
         ("finalmlp", "mlp1_dropout", "high", "must be a float such as 0.4; got 'high'"),
-        ("finalmlp", "use_fs", "yes", "must be a bool such as True; got 'yes'"),
+        ("finalmlp", "use_fs", "yes", "must be a bool such as true; got 'yes'"),
         ("gdcn", "n_cross_layers", 2.5, "must be an int such as 3; got 2.5"),
-        ("dcnv2", "structure", 1, "must be a str such as 'parallel'; got 1"),
-        ("deepfm", "batch_norm", 1, "must be a bool such as True; got 1"),
+        ("dcnv2", "structure", 1, 'must be a str such as "parallel"; got 1'),
+        ("deepfm", "batch_norm", 1, "must be a bool such as true; got 1"),
     ],
 )
 def test_build_model_rejects_wrong_types(splits, architecture, name, value, message):

@@ -246,7 +246,7 @@ def agreement_histogram(correlations: np.ndarray, *, title: str) -> go.Figure:
         subtitle += f" · {left_out} row{'s' if left_out != 1 else ''} left out (a constant map)"
     figure.update_layout(
         title=_title(title, subtitle),
-        xaxis={"title": "Spearman rank correlation", "range": [-1.05, 1.05]},
+        xaxis={"title": "Spearman rank correlation", "range": [-1.1, 1.1]},
         yaxis_title="rows",
         height=340,
         margin={"l": 10, "r": 10, "t": 90, "b": 40},

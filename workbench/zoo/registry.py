@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 from typing import Any
 
 from workbench.schema import Schema
@@ -81,11 +82,12 @@ def _check_types(architecture: str, hyperparameters: dict[str, Any]) -> None:
         unknown_type = default is None or (isinstance(default, (list, tuple)) and not default)
         if default is inspect.Parameter.empty or unknown_type or _matches(value, default):
             continue
+        # Examples are written as JSON (true, "parallel"), the form --param and manifests use.
         if isinstance(default, (list, tuple)):
-            expected = f"a list of {type(default[0]).__name__}s such as {list(default)!r}"
+            expected = f"a list of {type(default[0]).__name__}s such as {json.dumps(list(default))}"
         else:
             kind = type(default).__name__
-            expected = f"{'an' if kind == 'int' else 'a'} {kind} such as {default!r}"
+            expected = f"{'an' if kind == 'int' else 'a'} {kind} such as {json.dumps(default)}"
         msg = f"hyper-parameter {name} of {architecture} must be {expected}; got {value!r}"
         raise ValueError(msg)
 
