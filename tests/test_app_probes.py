@@ -135,7 +135,7 @@ def test_gates_page_shows_cohort_and_samples(app_env, probe_models_dir, loaded):
 @pytest.mark.parametrize(
     ("architecture", "probe", "lines"),
     [("gdcn", "cross_gates", 2), ("fcn", "lcn_self_mask", 2), ("finalmlp", "stream1_gate", 1), ("masknet", "block_masks", 2),
-     ("fibinet", "senet_weights", 1)],
+     ("fibinet", "senet_weights", 1), ("finalmlp", "stream2_gate", 1)],
 )
 def test_gates_page_for_each_gated_architecture(app_env, probe_models_dir, loaded, architecture, probe, lines):
     app = open_page("gates", architecture, probe_models_dir, gates_probe=probe, gates_aggregation="mean_abs")
@@ -147,6 +147,8 @@ def test_gates_page_for_each_gated_architecture(app_env, probe_models_dir, loade
     cohort_rows = rows.sample_rows(len(dataset), COHORT_ROWS, 0)
     expected = capture_probes(bundle.model, dataset.tensors(cohort_rows), aggregation="mean_abs")[probe]
     assert z(heatmap).shape == (lines, len(bundle.schema.field_names))
+    scope = "mean over" if expected.probe.per_sample else "the same for every sample"
+    assert scope in heatmap["layout"]["title"]["text"]
     np.testing.assert_allclose(z(heatmap), expected.cohort_mean().reshape(lines, -1), rtol=1e-5, atol=1e-6)
 
 

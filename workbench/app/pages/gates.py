@@ -47,7 +47,10 @@ if note:
 
 left, right = st.columns([3, 2])
 left.plotly_chart(
-    probe_figures.field_probe_heatmap(values, title=f"{name}: mean over {len(cohort.logits):,} rows"),
+    probe_figures.field_probe_heatmap(
+        values,
+        title=f"{name}: mean over {len(cohort.logits):,} rows" if probe.per_sample else f"{name}: the same for every sample",
+    ),
     key="gates_cohort_heatmap",
 )
 right.plotly_chart(probe_figures.field_strength_bar(values), key="gates_ranking")
