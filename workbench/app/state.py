@@ -177,6 +177,17 @@ def _background(key: SourceKey, settings: AttributionSettings, seed: int) -> dic
     return background_sample(_load_dataset(key), settings.background_rows, seed=seed)
 
 
+def _game_options(key: SourceKey, settings: AttributionSettings, seed: int, progress: Callable[[float], None]) -> dict:
+    """Keyword arguments that ``explain`` and ``exact_indices`` share: baseline, players, output space, background."""
+    return {
+        "baseline": settings.baseline,
+        "players": None if settings.groups is None else json.loads(settings.groups),
+        "output_space": settings.output_space,
+        "background": _background(key, settings, seed),
+        "progress": progress,
+    }
+
+
 def _attribution(key: SourceKey, row_numbers: np.ndarray, settings: AttributionSettings, seed: int) -> Attribution:
     report, done = _progress_bar(f"{settings.method} on {row_numbers.size:,} rows")
     # The bar goes away on failure too, so that a rejected setting does not leave a bar at 0 %.
@@ -187,11 +198,7 @@ def _attribution(key: SourceKey, row_numbers: np.ndarray, settings: AttributionS
                 _load_dataset(key),
                 row_numbers,
                 method=settings.method,
-                baseline=settings.baseline,
-                players=None if settings.groups is None else json.loads(settings.groups),
-                output_space=settings.output_space,
-                background=_background(key, settings, seed),
-                progress=report,
+                **_game_options(key, settings, seed, report),
                 **settings.method_options(),
             )
     finally:
@@ -219,14 +226,7 @@ def _sample_exact(key: SourceKey, n_rows: int, seed: int, settings: AttributionS
     try:
         with _model_lock(key[0], key[1]):
             return exact_indices(
-                _bundle_of(key).model,
-                _load_dataset(key),
-                row_numbers,
-                baseline=settings.baseline,
-                players=None if settings.groups is None else json.loads(settings.groups),
-                output_space=settings.output_space,
-                background=_background(key, settings, seed),
-                progress=report,
+                _bundle_of(key).model, _load_dataset(key), row_numbers, **_game_options(key, settings, seed, report)
             )
     finally:
         done()
