@@ -89,3 +89,20 @@ class CTRModel(nn.Module):
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return the logit (log-odds of a click) per sample, shape ``(batch_size,)``."""
         return self.logit_from_embeddings(self.field_embedding(inputs))
+
+
+class FirstOrderSlots:
+    """Mixin for models with a first-order weight per feature: each field slot is ``[v_f, w_f]``, of width ``D + 1``.
+
+    List it before :class:`CTRModel` in the bases so that its ``embedding_width`` wins.
+    """
+
+    embedding_dim: int
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_dim + 1
+
+    def split_slots(self, field_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split slots into embeddings ``(B, F, D)`` and first-order weights ``(B, F)``."""
+        return field_embeddings[..., :-1], field_embeddings[..., -1]

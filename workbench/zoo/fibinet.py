@@ -22,7 +22,7 @@ from torch import nn
 
 from workbench.probes import Probe
 from workbench.schema import Schema
-from workbench.zoo.base import CTRModel
+from workbench.zoo.base import CTRModel, FirstOrderSlots
 from workbench.zoo.layers import MLP, check_sizes
 
 BILINEAR_TYPES = ("field_all", "field_each", "field_interaction")
@@ -115,7 +115,7 @@ class BilinearInteraction(nn.Module):
         return self.pair_matrix(self.weight.detach().flatten(start_dim=1).norm(dim=-1))
 
 
-class FiBiNET(CTRModel):
+class FiBiNET(FirstOrderSlots, CTRModel):
     """FiBiNET: SENET field weights, bilinear pair vectors on both embeddings, a DNN and a first-order term.
 
     Each field slot is ``[e_f, w_f]`` (width ``embedding_dim + 1``).
@@ -169,14 +169,6 @@ class FiBiNET(CTRModel):
         self.senet_bilinear = BilinearInteraction(self.n_fields, embedding_dim, bilinear_type)
         dnn_input = 2 * self.bilinear.n_pairs * embedding_dim
         self.dnn = MLP(dnn_input, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1)
-
-    @property
-    def embedding_width(self) -> int:
-        return self.embedding_dim + 1
-
-    def split_slots(self, field_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split slots into embeddings ``(B, F, D)`` and first-order weights ``(B, F)``."""
-        return field_embeddings[..., :-1], field_embeddings[..., -1]
 
     def probes(self) -> list[Probe]:
         probes = [

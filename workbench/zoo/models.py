@@ -13,7 +13,7 @@ from torch import nn
 
 from workbench.probes import Probe, layer_block_norms
 from workbench.schema import Schema
-from workbench.zoo.base import CTRModel
+from workbench.zoo.base import CTRModel, FirstOrderSlots
 from workbench.zoo.layers import MLP, CrossNetV2, MultiHeadSelfAttention, check_sizes, fm_pairwise, slot_layer
 
 
@@ -40,7 +40,7 @@ class LogisticRegression(CTRModel):
         return field_embeddings.sum(dim=(1, 2)) + self.bias
 
 
-class FactorizationMachine(CTRModel):
+class FactorizationMachine(FirstOrderSlots, CTRModel):
     """FM: ``logit = b + sum_f w_f + sum_{i<j} <v_i, v_j>``.
 
     Each field slot is ``[v_f, w_f]``: the factor vector followed by the first-order weight.
@@ -51,14 +51,6 @@ class FactorizationMachine(CTRModel):
     def __init__(self, schema: Schema, *, embedding_dim: int = 10, **hyperparameters) -> None:
         super().__init__(schema, embedding_dim=embedding_dim, **hyperparameters)
         self.bias = nn.Parameter(torch.zeros(1))
-
-    @property
-    def embedding_width(self) -> int:
-        return self.embedding_dim + 1
-
-    def split_slots(self, field_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split slots into factor vectors ``(B, F, D)`` and first-order weights ``(B, F)``."""
-        return field_embeddings[..., :-1], field_embeddings[..., -1]
 
     def probes(self) -> list[Probe]:
         return [

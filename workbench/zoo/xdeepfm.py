@@ -22,7 +22,7 @@ from torch import nn
 
 from workbench.probes import Probe
 from workbench.schema import Schema
-from workbench.zoo.base import CTRModel
+from workbench.zoo.base import CTRModel, FirstOrderSlots
 from workbench.zoo.layers import MLP, check_sizes, slot_layer
 
 
@@ -66,7 +66,7 @@ class CompressedInteractionNetwork(nn.Module):
         return (norms + norms.T) / 2
 
 
-class XDeepFM(CTRModel):
+class XDeepFM(FirstOrderSlots, CTRModel):
     """xDeepFM: first-order term, CIN and DNN, with logits summed.
 
     Each field slot is ``[e_f, w_f]`` (width ``embedding_dim + 1``). The CIN
@@ -105,14 +105,6 @@ class XDeepFM(CTRModel):
         self.dnn = MLP(
             self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
         )
-
-    @property
-    def embedding_width(self) -> int:
-        return self.embedding_dim + 1
-
-    def split_slots(self, field_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Split slots into embeddings ``(B, F, D)`` and first-order weights ``(B, F)``."""
-        return field_embeddings[..., :-1], field_embeddings[..., -1]
 
     def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         linear = self.dnn.first_linear
