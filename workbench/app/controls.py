@@ -27,6 +27,13 @@ def units_text(output_space: str) -> str:
     return "probability units (click probability, 0 to 1)"
 
 
+def exact_rows_input(container: Any, *, key: str, help_text: str) -> int:
+    """Show the number input for the rows that exact pair interactions explain (10 to 5,000) and return its value."""
+    return container.number_input(
+        "Rows to explain", min_value=10, max_value=5_000, value=50, step=10, key=key, help=help_text
+    )
+
+
 def background_rows_input(container: Any, *, key: str) -> int:
     """Show the number input for background rows in ``container`` and return its value."""
     return container.number_input(

@@ -19,14 +19,10 @@ data = state.require_data()
 
 with st.form("interactions_form"):
     columns = st.columns(4)
-    n_rows = columns[0].number_input(
-        "Rows to explain",
-        min_value=10,
-        max_value=5_000,
-        value=50,
-        step=10,
+    n_rows = controls.exact_rows_input(
+        columns[0],
         key="interactions_rows",
-        help="Size of the random sample of data set rows. Each row costs 2**players forward passes.",
+        help_text="Size of the random sample of data set rows. Each row costs 2**players forward passes.",
     )
     baseline = columns[1].selectbox(
         "Baseline", controls.BASELINE_OPTIONS, key="interactions_baseline", help=controls.BASELINE_HELP

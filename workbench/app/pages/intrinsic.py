@@ -36,14 +36,10 @@ with st.form("intrinsic_form"):
         "Baseline", controls.BASELINE_OPTIONS, key="intrinsic_baseline", help=controls.BASELINE_HELP
     )
     columns = st.columns(3)
-    n_rows = columns[0].number_input(
-        "Rows to explain",
-        min_value=10,
-        max_value=5_000,
-        value=50,
-        step=10,
+    n_rows = controls.exact_rows_input(
+        columns[0],
         key="intrinsic_rows",
-        help="Size of the random sample of rows. Each row costs 2**fields forward passes for the post-hoc map.",
+        help_text="Size of the random sample of rows. Each row costs 2**fields forward passes for the post-hoc map.",
     )
     seed = columns[1].number_input("Sampling seed", min_value=0, value=0, key="intrinsic_seed")
     background_rows = controls.background_rows_input(columns[2], key="intrinsic_background_rows")
