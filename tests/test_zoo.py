@@ -379,7 +379,7 @@ def test_build_model_rejects_wrong_types(splits, architecture, name, value, mess
         build_model(architecture, splits.schema, **{name: value})
 
 
-def test_build_model_accepts_ints_for_floats_and_lists_for_tuples(splits):
+def test_build_model_accepts_compatible_types(splits):
     model = build_model("deepfm", splits.schema, embedding_dim=4, dropout=0, hidden_units=[8, 4])
 
     assert model.hyperparameters["dropout"] == 0

@@ -113,10 +113,10 @@ def probe_histogram(values: ProbeValues) -> go.Figure:
 def field_strength_bar(values: ProbeValues, *, title: str | None = None) -> go.Figure:
     """Rank fields by their probe value, averaged over layers or blocks and over the captured rows.
 
-    For a bounded signal such as a sigmoid gate the bars show the distance
-    from the neutral middle of its range (0.5 for a gate in (0, 1), 1 for
-    FinalMLP's gate in (0, 2)), so that gates that stay near neutral still
-    differ visibly; fields are ranked by that signed distance.
+    For a bounded signal such as a sigmoid gate, the bars show the distance
+    from the neutral middle of its range: 0.5 for a gate in (0, 1), and 1 for
+    FinalMLP's gate in (0, 2). Gates that stay near neutral then still differ
+    visibly. Fields are ranked by that signed distance.
     """
     strength = values.field_strength()
     info = values.probe

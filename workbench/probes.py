@@ -64,9 +64,9 @@ class Probe:
 
     ``axes`` names the axes of one sample's value after mapping to fields, for
     example ``("layer", "field")`` for per-layer field gates or
-    ``("layer", "head", "field", "field")`` for attention; the axis names are
-    ``layer``, ``head``, ``block``, ``stream``, ``field`` and ``unit``. Exactly one of ``modules``, ``compute``
-    and ``static`` is set.
+    ``("layer", "head", "field", "field")`` for attention. The axis names are
+    ``layer``, ``head``, ``block`` and ``field``. Exactly one of ``modules``,
+    ``compute`` and ``static`` is set.
     """
 
     name: str
@@ -168,10 +168,11 @@ class ProbeValues:
     def to_frame(self, rows: Sequence[int] | np.ndarray | None = None) -> pd.DataFrame:
         """Return the values as a long table: one line per (row, leading axes, field or field pair).
 
-        Columns: ``row`` (the data set row from ``rows``, else the position in
-        the capture; missing for static probes), ``probe``, ``kind``, one
-        0-based column per leading axis (``layer``, ``head``, ``block``),
-        ``field`` (``field_i`` and ``field_j`` for pair maps) and ``value``.
+        Columns: ``row``, ``probe``, ``kind``, one 0-based column per leading
+        axis (``layer``, ``head``, ``block``), ``field`` (``field_i`` and
+        ``field_j`` for pair maps) and ``value``. ``row`` is the data set row
+        from ``rows``, else the position in the capture, and is missing for
+        static probes.
         """
         import pandas as pd
 
@@ -483,7 +484,7 @@ def pair_map(
 ) -> np.ndarray:
     """Reduce a pair probe to one field x field map, shape ``(n_fields, n_fields)``.
 
-    ``row`` picks one captured row (the mean over rows when ``None``);
+    ``row`` picks one captured row (the mean over rows when ``None``).
     ``select`` picks an index on leading axes such as ``{"layer": 0, "head": 1}``,
     and the leading axes it does not name are averaged. With ``absolute``,
     absolute values are averaged, the counterpart of a mean |SII| map for
@@ -506,7 +507,7 @@ def field_rows(values: ProbeValues, *, row: int | None = None) -> tuple[np.ndarr
 
     Returns the table, shape ``(n_lines, n_fields)``, and a label per line
     (``layer 1``, ``block 2``, ``layer 1 · head 2``; the probe name when there
-    is no leading axis). ``row`` picks one captured row; the cohort mean when ``None``.
+    is no leading axis). ``row`` picks one captured row, and ``None`` gives the cohort mean.
     """
     axes = values.probe.axes
     if not axes or axes[-1] != "field" or values.probe.is_pair_map:

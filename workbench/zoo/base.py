@@ -72,17 +72,17 @@ class CTRModel(nn.Module):
         return []
 
     def probes(self) -> list[Probe]:
-        """The gates, masks, attention and pair weights this model exposes (see ``workbench.probes``).
+        """Return the gates, masks, attention and pair weights this model exposes (see ``workbench.probes``).
 
         The default, an empty list, means the model declares none.
         """
         return []
 
     def training_loss(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """The loss that training minimises for one batch: binary cross-entropy on the logits by default.
+        """Compute the loss that training minimises for one batch: binary cross-entropy on the logits by default.
 
-        Models trained with extra terms (FCN's Tri-BCE) override this; the
-        prediction stays ``forward``.
+        Models trained with extra terms (FCN's Tri-BCE) override this. The
+        prediction is still ``forward``.
         """
         return nn.functional.binary_cross_entropy_with_logits(self(inputs), labels)
 

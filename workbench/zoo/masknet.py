@@ -11,7 +11,7 @@ returns ``ReLU(LN(W_h (V_mask * V_in)))``, with the layer norm only when
   ``V_in = V_emb``, layer-normalised per field when ``emb_layernorm`` is set.
   Their outputs are concatenated and fed to a DNN that ends in one logit.
 * ``serial`` (SerMaskNet): block ``k > 0`` reads the output of block
-  ``k - 1``, and its mask maps ``V_emb`` to that block's input width; a linear
+  ``k - 1``, and its mask maps ``V_emb`` to that block's input width. A linear
   layer maps the last block's output to the logit. ``hidden_units`` and
   ``batch_norm`` are not used.
 

@@ -52,7 +52,7 @@ def accepted_hyperparameters(architecture: str) -> set[str]:
 
 
 def _matches(value: Any, default: Any) -> bool:
-    """Whether ``value`` has the type of ``default`` (an int counts as a float; a list matches a tuple)."""
+    """Check whether ``value`` has the type of ``default``. An int counts as a float, and a list matches a tuple."""
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, int):
