@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-PROBE_KINDS = ("gate", "mask", "attention", "pair_weight", "field_weight")
+PROBE_KINDS = ("gate", "mask", "attention", "pair_weight", "field_weight", "target_attention")
 FIELD_AGGREGATIONS = ("mean", "mean_abs")
 DEFAULT_CHUNK_SIZE = 4096
 
@@ -65,7 +65,8 @@ class Probe:
     ``axes`` names the axes of one sample's value after mapping to fields, for
     example ``("layer", "field")`` for per-layer field gates or
     ``("layer", "head", "field", "field")`` for attention. The axis names are
-    ``layer``, ``head``, ``block`` and ``field``. Exactly one of ``modules``,
+    ``layer``, ``head``, ``block``, ``field`` and ``position`` (a position in a
+    behaviour history, for target attention). Exactly one of ``modules``,
     ``compute`` and ``static`` is set.
     """
 
@@ -199,6 +200,8 @@ class ProbeValues:
         if info.is_pair_map:
             frame["field_i"] = names[index[-2]]
             frame["field_j"] = names[index[-1]]
+        elif info.axes[-1] == "position":
+            frame["position"] = index[-1]
         else:
             frame["field"] = names[index[-1]]
         frame["value"] = values.reshape(-1).astype(np.float64)

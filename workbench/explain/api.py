@@ -39,7 +39,7 @@ from workbench.explain.game import (
     DEFAULT_CHUNK_SIZE,
     GAME_BASELINES,
     OUTPUT_SPACES,
-    resolve_players,
+    model_players,
 )
 from workbench.explain.integrated_gradients import DEFAULT_N_STEPS, integrated_gradients
 from workbench.explain.interaction import INTERACTION_INDICES, Interaction
@@ -205,7 +205,7 @@ def _check_background(baseline: str, background: Data | None, function: str) -> 
 
 def count_players(model: CTRModel, players: Players) -> int:
     """Return the number of players: the model's fields, or the groups of ``players`` after checking them."""
-    names, _, _ = resolve_players(model.schema.field_names, players)
+    names, _, _ = model_players(model, players)
     return len(names)
 
 
@@ -403,22 +403,16 @@ def _integrated_gradients(
         baseline=baseline,
         n_steps=n_steps,
         batch_size=batch_size,
+        players=players,
         progress=progress,
     )
     if players is None:
         return attribution
-    return _sum_over_groups(attribution, players)
-
-
-def _sum_over_groups(attribution: Attribution, players: Players) -> Attribution:
-    """Sum field attributions within each group, which is valid for additive methods such as Integrated Gradients."""
-    names, groups, membership = resolve_players(attribution.field_names, players)
+    # IG is additive over slots, so integrated_gradients has summed each group; the raw values follow the groups.
+    _, groups, _ = model_players(model, players)
     raw = attribution.raw_values
     return replace(
         attribution,
-        # (n_samples, n_fields) @ (n_fields, n_players)
-        values=attribution.values @ membership.T.astype(np.float64),
-        field_names=names,
         raw_values=None if raw is None else _group_raw_values(raw, groups),
         parameters={**attribution.parameters, "players": {name: list(fields) for name, fields in groups.items()}},
     )

@@ -46,7 +46,7 @@ import pandas as pd
 import torch
 
 from workbench.data import CTRDataset
-from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, all_coalitions, resolve_players
+from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, all_coalitions, model_players
 from workbench.explain.interaction import Interaction
 from workbench.explain.result import Attribution
 from workbench.zoo.base import CTRModel
@@ -273,7 +273,7 @@ def exact_indices(
     if isinstance(max_players, bool) or not isinstance(max_players, int) or max_players < 1:
         msg = f"max_players must be an integer >= 1; got {max_players!r}"
         raise ValueError(msg)
-    player_names, groups, _ = resolve_players(model.schema.field_names, players)
+    player_names, groups, _ = model_players(model, players)
     n_players = len(player_names)
     if n_players > max_players:
         msg = (
@@ -379,7 +379,7 @@ def prepare_game(
     arguments always describes the same game. ``use_structure`` and
     ``deduplicate`` only choose how :meth:`EmbeddingGame.values` computes.
     """
-    _, groups, _ = resolve_players(model.schema.field_names, players)
+    _, groups, _ = model_players(model, players)
     inputs, rows, labels, raw_values = _select_samples(data, rows, groups if players is not None else None)
     if isinstance(background, CTRDataset):
         background = background.tensors()
@@ -441,8 +441,12 @@ def _select_samples(
 def _group_raw_values(raw: pd.DataFrame, groups: dict[str, tuple[str, ...]]) -> pd.DataFrame:
     """Return one display column per group: the value of a one-field group, ``field=value, ...`` otherwise."""
     columns = {}
-    for name, fields in groups.items():
-        if len(fields) == 1:
+    for name, members in groups.items():
+        # Slots of a history (``field[position]``) have no raw column; the group shows its fields only.
+        fields = [member for member in members if member in raw.columns]
+        if not fields:
+            columns[name] = pd.Series("", index=raw.index)
+        elif len(fields) == 1:
             columns[name] = raw[fields[0]].astype(str)
         else:
             parts = [field + "=" + raw[field].astype(str) for field in fields]

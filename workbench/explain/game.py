@@ -124,6 +124,42 @@ def resolve_players(
     return names, groups, membership
 
 
+def model_players(
+    model: CTRModel, players: Mapping[str, Sequence[str]] | None
+) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]], np.ndarray]:
+    """Resolve players over a model's slots; return names, the grouping as given and the slot membership.
+
+    A group may list fields and slots. A field stands for all of its slots, so
+    a behaviour history is one player unless its positions (slots named
+    ``field[position]``) are listed one by one. ``None`` gives one player per
+    field. The membership matrix has shape ``(n_players, n_slots)``.
+    """
+    slot_names = tuple(getattr(model, "slot_names", model.schema.field_names))
+    field_slots = model.field_slots() if hasattr(model, "field_slots") else {n: (n,) for n in slot_names}
+    if players is None:
+        groups = {name: (name,) for name in field_slots}
+        expanded = {name: slots for name, slots in field_slots.items()}
+    else:
+        if not isinstance(players, Mapping):
+            msg = f"players must be None or a mapping from group name to field names; got {type(players).__name__}"
+            raise TypeError(msg)
+        groups = {}
+        expanded = {}
+        for group, members in players.items():
+            if isinstance(members, str):
+                msg = f"group {group!r} must list field names; got the string {members!r} (write [{members!r}])"
+                raise ValueError(msg)
+            members = tuple(members)
+            unknown = [name for name in members if name not in field_slots and name not in slot_names]
+            if unknown:
+                msg = f"group {group!r} names the unknown field {unknown[0]!r}; fields: {', '.join(field_slots)}"
+                raise ValueError(msg)
+            groups[str(group)] = members
+            expanded[str(group)] = tuple(slot for name in members for slot in field_slots.get(name, (name,)))
+    names, _, membership = resolve_players(slot_names, expanded if expanded else players)
+    return names, groups, membership
+
+
 class EmbeddingGame:
     """The value function ``v(S)`` of a batch of samples, one game per sample.
 
@@ -205,8 +241,10 @@ class EmbeddingGame:
         self.baseline = baseline
         self.output_space = output_space
         self.chunk_size = chunk_size
-        self.field_names: tuple[str, ...] = tuple(model.schema.field_names)
-        self.player_names, self.player_fields, self.membership = resolve_players(self.field_names, players)
+        self.input_names: tuple[str, ...] = tuple(model.schema.field_names)
+        # The slots of the embedding tensor: one per field, or one per history position in sequence models.
+        self.field_names: tuple[str, ...] = tuple(getattr(model, "slot_names", self.input_names))
+        self.player_names, self.player_fields, self.membership = model_players(model, players)
         self.n_model_evaluations = 0
         self.deduplicate = deduplicate
 
@@ -533,11 +571,11 @@ class EmbeddingGame:
         return sums
 
     def _check_inputs(self, inputs: Mapping[str, torch.Tensor], argument: str) -> dict[str, torch.Tensor]:
-        missing = [name for name in self.field_names if name not in inputs]
+        missing = [name for name in self.input_names if name not in inputs]
         if missing:
             msg = f"{argument} is missing the fields: {', '.join(missing)}"
             raise ValueError(msg)
-        checked = {name: torch.as_tensor(inputs[name]).to(self.device) for name in self.field_names}
+        checked = {name: torch.as_tensor(inputs[name]).to(self.device) for name in self.input_names}
         sizes = {int(x.shape[0]) for x in checked.values()}
         if len(sizes) != 1:
             msg = f"{argument} fields have different numbers of rows: {sorted(sizes)}"
@@ -548,6 +586,17 @@ class EmbeddingGame:
         return checked
 
     def _baseline_embeddings(
+        self, inputs: dict[str, torch.Tensor], background: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor:
+        baseline = self._baseline_slots(inputs, background)
+        removal = getattr(self.model, "removal_slots", None)
+        if removal is not None and removal().any():
+            # An absent behaviour leaves the history, whatever the baseline of the other fields.
+            baseline = baseline.clone()
+            baseline[:, torch.from_numpy(removal()).to(baseline.device)] = 0
+        return baseline
+
+    def _baseline_slots(
         self, inputs: dict[str, torch.Tensor], background: dict[str, torch.Tensor] | None
     ) -> torch.Tensor:
         n_fields, width = self.embeddings.shape[1], self.embeddings.shape[2]

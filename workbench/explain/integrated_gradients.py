@@ -9,7 +9,7 @@ is the sum over that field's embedding slot.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from captum.attr import LayerIntegratedGradients
 
 from workbench.data import CTRDataset
 from workbench.explain.baselines import baseline_inputs
+from workbench.explain.game import model_players
 from workbench.explain.result import Attribution
 from workbench.zoo.base import CTRModel
 
@@ -31,6 +32,7 @@ def integrated_gradients(
     baseline: str = "zero",
     n_steps: int = DEFAULT_N_STEPS,
     batch_size: int = 128,
+    players: Mapping[str, Sequence[str]] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Attribution:
     """Attribute each sample's logit to its fields with Integrated Gradients.
@@ -44,6 +46,10 @@ def integrated_gradients(
     n_steps : points of the Gauss-Legendre rule along the path. The cost is
         ``n_steps`` forward and backward passes per sample.
     batch_size : samples per call, so one call evaluates ``batch_size * n_steps`` rows.
+    players : groups of fields or slots whose attributions are summed (one
+        player per field by default). Because IG is additive over the elements
+        of the embedding tensor, a group's value is the sum of its slots' values,
+        so single history positions (``field[position]``) can be players.
     progress : called with the finished fraction in [0, 1] after each batch.
     """
     if n_steps < 2:
@@ -61,6 +67,8 @@ def integrated_gradients(
         raise IndexError(msg)
 
     names = model.schema.field_names
+    player_names, _, membership = model_players(model, players)
+    membership = membership.astype(np.float64)
 
     def forward(*tensors: torch.Tensor) -> torch.Tensor:
         return model(dict(zip(names, tensors, strict=True)))
@@ -79,7 +87,8 @@ def integrated_gradients(
             attributions = explainer.attribute(
                 ordered, baselines=ordered_baselines, n_steps=n_steps, method="gausslegendre"
             )
-            values.append(attributions.sum(dim=-1).detach().numpy())
+            # (batch, n_slots) summed into players: one per field, whatever number of slots it has
+            values.append(attributions.sum(dim=-1).detach().double().numpy() @ membership.T)
             with torch.no_grad():
                 predictions.append(forward(*ordered).numpy())
                 base_values.append(forward(*ordered_baselines).numpy())
@@ -92,7 +101,7 @@ def integrated_gradients(
         values=np.concatenate(values).astype(np.float64),
         base_values=np.concatenate(base_values).astype(np.float64),
         predictions=np.concatenate(predictions).astype(np.float64),
-        field_names=tuple(names),
+        field_names=tuple(player_names),
         rows=rows,
         method="integrated_gradients",
         baseline=baseline,

@@ -40,7 +40,7 @@ import torch
 
 from workbench.data import CTRDataset
 from workbench.explain.exact import prepare_game
-from workbench.explain.game import DEFAULT_CHUNK_SIZE, resolve_players
+from workbench.explain.game import DEFAULT_CHUNK_SIZE, model_players
 from workbench.zoo.base import CTRModel
 
 
@@ -172,7 +172,7 @@ def pair_screen(
     the exact indices would need ``2**39``. It is deterministic, so there are
     no standard errors.
     """
-    _, groups, _ = resolve_players(model.schema.field_names, players)
+    _, groups, _ = model_players(model, players)
     game, rows, labels, raw_values = prepare_game(
         model,
         data,

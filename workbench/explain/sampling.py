@@ -41,7 +41,7 @@ import torch
 
 from workbench.data import CTRDataset
 from workbench.explain.exact import prepare_game
-from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, _eval_mode, resolve_players
+from workbench.explain.game import DEFAULT_CHUNK_SIZE, EmbeddingGame, _eval_mode, model_players
 from workbench.explain.interaction import Interaction
 from workbench.explain.result import Attribution
 from workbench.zoo.base import CTRModel
@@ -108,7 +108,7 @@ def _prepare(
     background: CTRDataset | Mapping[str, torch.Tensor] | None,
 ) -> _Setup:
     """Select the samples and build their game the way :func:`workbench.explain.exact.exact_indices` does."""
-    _, groups, _ = resolve_players(model.schema.field_names, players)
+    _, groups, _ = model_players(model, players)
     game, rows, labels, raw_values = prepare_game(
         model,
         data,

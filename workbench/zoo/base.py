@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,7 +36,11 @@ class CTRModel(nn.Module):
         self.schema = schema
         self.embedding_dim = embedding_dim
         self.hyperparameters: dict[str, Any] = {"embedding_dim": embedding_dim, **hyperparameters}
-        self.field_embedding = FieldEmbedding(schema, self.embedding_width)
+        self.field_embedding = self.build_field_embedding()
+
+    def build_field_embedding(self) -> nn.Module:
+        """Build the module that maps inputs to slots; sequence models override it (see ``workbench.zoo.sequence``)."""
+        return FieldEmbedding(self.schema, self.embedding_width)
 
     @property
     def embedding_width(self) -> int:
@@ -45,6 +50,27 @@ class CTRModel(nn.Module):
     @property
     def n_fields(self) -> int:
         return len(self.schema.fields)
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """Names of the slots of the embedding tensor, in order: the field names, one slot per field.
+
+        Sequence models give each position of a behaviour history its own
+        slot, named ``field[position]``.
+        """
+        return tuple(self.schema.field_names)
+
+    def field_slots(self) -> dict[str, tuple[str, ...]]:
+        """Map each field to the names of its slots (one slot per field by default)."""
+        return {name: (name,) for name in self.schema.field_names}
+
+    def removal_slots(self) -> np.ndarray:
+        """Boolean mask over slots whose absence means removal: a coalition game sets them to zero for every baseline.
+
+        Sequence models mark their behaviour slots, because a zero behaviour
+        slot is a behaviour that is not in the history. No slot by default.
+        """
+        return np.zeros(len(self.slot_names), dtype=bool)
 
     def logit_from_embeddings(
         self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None

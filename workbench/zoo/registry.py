@@ -14,6 +14,7 @@ from workbench.zoo.finalmlp import FinalMLP
 from workbench.zoo.gdcn import GDCN
 from workbench.zoo.masknet import MaskNet
 from workbench.zoo.models import AutoIntPlus, DCNv2, DeepFM, FactorizationMachine, LogisticRegression
+from workbench.zoo.sequence import DIEN, DIN, QINStyle
 from workbench.zoo.xdeepfm import XDeepFM
 
 ARCHITECTURES: dict[str, type[CTRModel]] = {
@@ -30,6 +31,9 @@ ARCHITECTURES: dict[str, type[CTRModel]] = {
         FiBiNET,
         MaskNet,
         XDeepFM,
+        DIN,
+        DIEN,
+        QINStyle,
     )
 }
 
