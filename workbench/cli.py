@@ -43,6 +43,7 @@ from workbench.explain import (
 from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAME_BASELINES, OUTPUT_SPACES
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
+from workbench.prepare import DEFAULT_MAX_LENGTH, prepare_movielens, prepare_taobao
 from workbench.probes import FIELD_AGGREGATIONS, capture_probes, model_probes
 from workbench.zoo import ARCHITECTURES, build_model
 from workbench.zoo.registry import accepted_hyperparameters
@@ -343,6 +344,47 @@ def build_parser() -> argparse.ArgumentParser:
         help="how per-bit gates and masks are combined per field: mean, or mean of absolute values (default: mean)",
     )
     probes_cmd.set_defaults(handler=run_probes)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="build a behaviour-sequence CTR data set (Parquet splits + schema.json) from raw files",
+        description=(
+            "Turn raw behaviour-sequence data into train.parquet, valid.parquet, test.parquet, schema.json and "
+            "PREPARED.md in a new folder that `workbench train` reads. docs/sequences.md describes the fields."
+        ),
+    )
+    sources = prepare.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    movielens = sources.add_parser(
+        "movielens",
+        help="MovieLens-100k ratings as clicks (rating >= 4) with each user's earlier movies as history",
+        description=(
+            "One row per rating, label click = rating >= 4, history of the user's movies rated at a strictly "
+            "earlier timestamp (most recent last). Split 80/10/10 by time."
+        ),
+    )
+    movielens.add_argument(
+        "--source", required=True, type=Path, help="folder with the RecBole files ml-100k.inter, ml-100k.user, ml-100k.item"
+    )
+    movielens.add_argument(
+        "--max-length",
+        default=str(DEFAULT_MAX_LENGTH),
+        help=f"most recent history items kept per row, a whole number >= 1 (default: {DEFAULT_MAX_LENGTH})",
+    )
+    taobao = sources.add_parser(
+        "taobao",
+        help="the Alimama DMR sample (PaddleRec layout, 267 columns) with category, brand and behaviour histories",
+        description=(
+            "Read the PaddleRec DMR sample file (comma-separated, 267 columns, 50-step histories with a mask). "
+            "Split 80/10/10 by file order."
+        ),
+    )
+    taobao.add_argument("--source", required=True, type=Path, help="the DMR sample text file")
+    for command in (movielens, taobao):
+        command.add_argument("--out", required=True, type=Path, help="folder to create")
+        command.add_argument(
+            "--overwrite", action="store_true", help="replace --out if it is a folder from an earlier workbench prepare"
+        )
+    prepare.set_defaults(handler=run_prepare)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
@@ -718,6 +760,28 @@ def run_interactions(args: argparse.Namespace) -> int:
         ],
     }
     print(json.dumps(json_safe(summary), indent=1))
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    if args.dataset == "movielens":
+        try:
+            max_length = int(args.max_length)
+        except ValueError:
+            max_length = 0
+        if max_length < 1:
+            msg = f"--max-length must be a whole number >= 1; got {args.max_length!r}"
+            raise CLIError(msg)
+        splits = prepare_movielens(args.source, args.out, max_length=max_length, overwrite=args.overwrite)
+    else:
+        splits = prepare_taobao(args.source, args.out, overwrite=args.overwrite)
+    summary = {
+        "out": str(args.out),
+        "splits": {
+            name: {"rows": len(frame), "clicks": int(frame["click"].sum())} for name, frame in splits.items()
+        },
+    }
+    print(json.dumps(summary, indent=1))
     return 0
 
 
