@@ -50,6 +50,7 @@ VECTOR_DIM = 2
 TINY_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "lr": {},
     "fm": {"embedding_dim": 4},
+    "dnn": {"embedding_dim": 4, "hidden_units": [8], "dropout": 0.1, "batch_norm": True},
     "deepfm": {"embedding_dim": 4, "hidden_units": [8], "dropout": 0.1, "batch_norm": True},
     "dcnv2": {"embedding_dim": 4, "n_cross_layers": 2, "hidden_units": [8], "dropout": 0.1, "batch_norm": True},
     "autoint+": {

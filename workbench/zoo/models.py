@@ -1,4 +1,4 @@
-"""Native architectures: LR, FM, DeepFM, DCNv2 and AutoInt+.
+"""Native architectures: LR, FM, DNN, DeepFM, DCNv2 and AutoInt+.
 
 Defaults follow the usual BARS settings for Frappe (embedding size 10, DNN of
 three layers of 400 units); the training recipe lives in ``workbench.training``.
@@ -38,6 +38,45 @@ class LogisticRegression(CTRModel):
         self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
     ) -> torch.Tensor:
         return field_embeddings.sum(dim=(1, 2)) + self.bias
+
+
+class DNN(CTRModel):
+    """A plain MLP over the concatenated field embeddings; the reference that sequence models must beat."""
+
+    architecture = "dnn"
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        embedding_dim: int = 10,
+        hidden_units: Sequence[int] = (400, 400, 400),
+        dropout: float = 0.2,
+        batch_norm: bool = True,
+        **hyperparameters,
+    ) -> None:
+        check_sizes(hidden_units=hidden_units)
+        super().__init__(
+            schema,
+            embedding_dim=embedding_dim,
+            hidden_units=list(hidden_units),
+            dropout=dropout,
+            batch_norm=batch_norm,
+            **hyperparameters,
+        )
+        self.dnn = MLP(
+            self.n_fields * embedding_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1
+        )
+
+    def first_layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        linear = self.dnn.first_linear
+        return [] if linear is None else [slot_layer(linear, self.n_fields, self.embedding_width)]
+
+    def logit_from_embeddings(
+        self, field_embeddings: torch.Tensor, first_layer_outputs: Sequence[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        first = first_layer_outputs[0] if first_layer_outputs else None
+        return self.dnn(field_embeddings.flatten(start_dim=1), first_output=first).squeeze(-1)
 
 
 class FactorizationMachine(FirstOrderSlots, CTRModel):

@@ -13,7 +13,7 @@ from workbench.zoo.fibinet import FiBiNET
 from workbench.zoo.finalmlp import FinalMLP
 from workbench.zoo.gdcn import GDCN
 from workbench.zoo.masknet import MaskNet
-from workbench.zoo.models import AutoIntPlus, DCNv2, DeepFM, FactorizationMachine, LogisticRegression
+from workbench.zoo.models import DNN, AutoIntPlus, DCNv2, DeepFM, FactorizationMachine, LogisticRegression
 from workbench.zoo.sequence import DIEN, DIN, QINStyle
 from workbench.zoo.xdeepfm import XDeepFM
 
@@ -22,6 +22,7 @@ ARCHITECTURES: dict[str, type[CTRModel]] = {
     for cls in (
         LogisticRegression,
         FactorizationMachine,
+        DNN,
         DeepFM,
         DCNv2,
         AutoIntPlus,

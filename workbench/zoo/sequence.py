@@ -78,7 +78,7 @@ def check_behaviour_pairs(schema: Schema, pairs: Sequence[Sequence[str]] | None)
                 )
             )
             raise ValueError(msg)
-        return checked
+        return _same_length(schema, checked)
     checked = []
     for pair in pairs:
         if isinstance(pair, str) or len(pair) != 2:
@@ -99,12 +99,16 @@ def check_behaviour_pairs(schema: Schema, pairs: Sequence[Sequence[str]] | None)
     if not checked:
         msg = "behaviour_pairs is empty; give at least one [history_field, target_field] pair, or None to infer them"
         raise ValueError(msg)
-    lengths = {schema[h].max_length for h, _ in checked}
+    return _same_length(schema, checked)
+
+
+def _same_length(schema: Schema, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    lengths = {schema[h].max_length for h, _ in pairs}
     if len(lengths) != 1:
-        detail = ", ".join(f"{h}: {schema[h].max_length}" for h, _ in checked)
+        detail = ", ".join(f"{h}: {schema[h].max_length}" for h, _ in pairs)
         msg = f"paired histories describe the same behaviours, so they need one max_length; got {detail}"
         raise ValueError(msg)
-    return checked
+    return pairs
 
 
 class BehaviourSlots(nn.Module):
