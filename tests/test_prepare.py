@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,13 @@ EXPECTED_HISTORIES = [
     "20|10|30|40|10",  # line 11
 ]
 GENRES = {"10": "Animation", "20": "Drama", "30": "Film-Noir", "40": "Sci-Fi"}
+# Movie 20 ("unknown") and movie 40 ("V") have no four-digit year, so their label is the title alone.
+LABELS = {"10": "Alpha (1995)", "20": "Beta", "30": "Gamma (1997)", "40": "Delta (1995)"}
+
+
+def labelled(history: str) -> str:
+    """Replace each movie id of a ``|``-joined history with its label from ``LABELS``."""
+    return "|".join(LABELS[movie] for movie in items_of(history))
 
 
 def write_movielens(folder: Path, *, inter: list[str] | None = None, users: list[str] | None = None,
@@ -114,7 +121,8 @@ def test_movielens_small_histories(tmp_path):
 
     offsets = [INTER_ROWS[line - 2][3] for line in EXPECTED_LINES]
     assert frame["timestamp"].tolist() == [BASE + offset for offset in offsets]
-    assert frame["history_movies"].tolist() == EXPECTED_HISTORIES
+    assert frame["history_movies"].tolist() == [labelled(h) for h in EXPECTED_HISTORIES]
+    assert frame["movie_id"].tolist() == [LABELS[INTER_ROWS[line - 2][1]] for line in EXPECTED_LINES]
     expected_genres = ["|".join(GENRES[m] for m in items_of(h)) for h in EXPECTED_HISTORIES]
     assert frame["history_genres"].tolist() == expected_genres
 
@@ -122,7 +130,12 @@ def test_movielens_small_histories(tmp_path):
 def test_movielens_small_max_length(tmp_path):
     frame = read_movielens(write_movielens(tmp_path / "ml"), max_length=3)
 
-    assert frame["history_movies"].tolist()[-4:] == ["10|30|40", "10|30", "10|30", "30|40|10"]
+    assert frame["history_movies"].tolist()[-4:] == [
+        "Alpha (1995)|Gamma (1997)|Delta (1995)",
+        "Alpha (1995)|Gamma (1997)",
+        "Alpha (1995)|Gamma (1997)",
+        "Gamma (1997)|Delta (1995)|Alpha (1995)",
+    ]
     assert frame["history_genres"].iloc[-1] == "Film-Noir|Sci-Fi|Animation"
 
 
@@ -134,11 +147,11 @@ def test_movielens_small_fields(tmp_path):
     assert frame["click"].tolist() == [0, 0, 1, 1, 1, 0, 1, 1, 0, 1]
     assert (first["user_id"], first["gender"], first["age"], first["occupation"]) == ("2", "F", 53, "other")
     assert first["zip_prefix"] == "T"
-    assert (first["movie_id"], first["genre"], first["release_year"]) == ("10", "Animation", "1995")
+    assert (first["movie_id"], first["genre"], first["release_year"]) == ("Alpha (1995)", "Animation", "1995")
     assert (first["hour"], first["weekday"]) == ("16", "Thu")
     assert (last["hour"], last["weekday"]) == ("16", "Fri")
     assert last["zip_prefix"] == "8"
-    assert set(frame.loc[frame["movie_id"].isin(["20", "40"]), "release_year"]) == {""}
+    assert set(frame.loc[frame["movie_id"].isin(["Beta", "Delta (1995)"]), "release_year"]) == {""}
     assert "rating" not in frame.columns
 
 
@@ -148,7 +161,50 @@ def test_movielens_small_split(tmp_path):
 
     assert [len(part) for part in splits.values()] == [8, 1, 1]
     assert splits["valid"]["timestamp"].tolist() == [BASE + 4000]
-    assert splits["test"]["history_movies"].tolist() == ["20|10|30|40|10"]
+    assert splits["test"]["history_movies"].tolist() == ["Beta|Alpha (1995)|Gamma (1997)|Delta (1995)|Alpha (1995)"]
+    assert splits["test"]["movie_id"].tolist() == ["Beta"]
+
+
+def test_movielens_small_label_collisions(tmp_path):
+    # Movies 50 and 10 are both "Alpha (1995)", and movie 70 ("Gamma (1997)" with
+    # no valid year) collides with movie 30 ("Gamma" from 1997). Those four get
+    # their id appended. Movie 60 is "Alpha" from another year and keeps its
+    # plain label, and so do movies 20 and 40.
+    items = [
+        *ITEM_LINES,
+        "50\tAlpha\t1995\tDrama",
+        "60\tAlpha\t1990\tDrama",
+        "70\tGamma (1997)\tunknown\tDrama",
+    ]
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    movies = ["10", "20", "30", "40", "50", "60", "70"]
+    inter = [header, *(f"1\t{movie}\t4\t{BASE + i}" for i, movie in enumerate(movies))]
+    frame = read_movielens(write_movielens(tmp_path / "ml", inter=inter, items=items))
+
+    assert frame["movie_id"].tolist() == [
+        "Alpha (1995) [id 10]",
+        "Beta",
+        "Gamma (1997) [id 30]",
+        "Delta (1995)",
+        "Alpha (1995) [id 50]",
+        "Alpha (1990)",
+        "Gamma (1997) [id 70]",
+    ]
+    assert frame["history_movies"].iloc[-1] == "|".join(frame["movie_id"].iloc[:-1])
+    assert frame["history_genres"].iloc[-1] == "Animation|Drama|Film-Noir|Sci-Fi|Drama|Drama"
+
+
+def test_movielens_small_labels_deterministic(tmp_path):
+    # The same movies listed in reverse file order get the same labels.
+    items = [*ITEM_LINES, "50\tAlpha\t1995\tDrama"]
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    inter = [header, f"1\t10\t4\t{BASE}", f"1\t50\t4\t{BASE + 1}"]
+    forward = read_movielens(write_movielens(tmp_path / "forward", inter=inter, items=items))
+    backward = read_movielens(write_movielens(tmp_path / "backward", inter=inter, items=[items[0], *items[:0:-1]]))
+
+    assert forward["movie_id"].tolist() == ["Alpha (1995) [id 10]", "Alpha (1995) [id 50]"]
+    assert backward["movie_id"].tolist() == forward["movie_id"].tolist()
+    assert backward["history_movies"].tolist() == ["", "Alpha (1995) [id 10]"]
 
 
 # --- real MovieLens-100k ------------------------------------------------------
@@ -183,11 +239,33 @@ def raw_ratings() -> list[tuple[str, str, int, int, int]]:
 
 
 @pytest.fixture(scope="module")
-def first_genres() -> dict[str, str]:
+def raw_items() -> dict[str, tuple[str, str, str]]:
+    """(title, release year, class) of every movie id in ml-100k.item, read with the csv module."""
     with open(MOVIELENS_DIR / "ml-100k.item", newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         next(reader)
-        return {row[0]: row[3].split()[0] for row in reader}
+        return {movie: (title, year, genres) for movie, title, year, genres in reader}
+
+
+@pytest.fixture(scope="module")
+def first_genres(raw_items) -> dict[str, str]:
+    return {movie: genres.split()[0] for movie, (_, _, genres) in raw_items.items()}
+
+
+@pytest.fixture(scope="module")
+def raw_labels(raw_items) -> dict[str, str]:
+    """Expected label of every movie id: "Title (year)", plus " [id N]" where the label is shared."""
+    plain = {
+        movie: f"{title} ({year})" if re.fullmatch(r"\d{4}", year) else title
+        for movie, (title, year, _) in raw_items.items()
+    }
+    shared = {label for label, count in Counter(plain.values()).items() if count > 1}
+    return {movie: f"{label} [id {movie}]" if label in shared else label for movie, label in plain.items()}
+
+
+@pytest.fixture(scope="module")
+def movie_of_label(raw_labels) -> dict[str, str]:
+    return {label: movie for movie, label in raw_labels.items()}
 
 
 @needs_shared_data
@@ -220,29 +298,92 @@ def test_movielens_schema_json(movielens_out, movielens_splits):
 @needs_shared_data
 def test_movielens_user_196_by_hand(movielens_rows):
     # User 196 rated movies 242, 286 and 269 in the same second (file lines 2,
-    # 13735 and 78789), then 306 at 881251021 and 340 at 881251045. Their first
-    # genres in ml-100k.item: 242 Comedy, 286 Drama, 269 Comedy, 306 Drama.
+    # 13735 and 78789), then 306 at 881251021 and 340 at 881251045. Their
+    # titles, years and first genres in ml-100k.item: 242 Kolya 1996 Comedy,
+    # 286 English Patient, The 1996 Drama, 269 Full Monty, The 1997 Comedy,
+    # 306 Mrs. Brown (Her Majesty, Mrs. Brown) 1997 Drama, 340 Boogie Nights 1997.
     rows = movielens_rows[movielens_rows["user_id"] == "196"].set_index("movie_id")
+    same_second = ["Kolya (1996)", "English Patient, The (1996)", "Full Monty, The (1997)"]
+    mrs_brown = "Mrs. Brown (Her Majesty, Mrs. Brown) (1997)"
 
-    assert rows.loc[["242", "286", "269"], "history_movies"].tolist() == ["", "", ""]
-    assert rows.loc["306", "history_movies"] == "242|286|269"
-    assert rows.loc["340", "history_movies"] == "242|286|269|306"
-    assert rows.loc["340", "history_genres"] == "Comedy|Drama|Comedy|Drama"
-    assert rows.loc["306", "click"] == 1
-    assert rows.loc["340", "click"] == 0
+    assert rows.loc[same_second, "history_movies"].tolist() == ["", "", ""]
+    assert rows.loc[mrs_brown, "history_movies"] == "|".join(same_second)
+    assert rows.loc["Boogie Nights (1997)", "history_movies"] == "|".join([*same_second, mrs_brown])
+    assert rows.loc["Boogie Nights (1997)", "history_genres"] == "Comedy|Drama|Comedy|Drama"
+    assert rows.loc[mrs_brown, "click"] == 1
+    assert rows.loc["Boogie Nights (1997)", "click"] == 0
 
 
 @needs_shared_data
 @pytest.mark.parametrize("user", ["1", "13", "181", "196", "405", "655"])
-def test_movielens_history_from_raw(movielens_rows, raw_ratings, user):
+def test_movielens_history_from_raw(movielens_rows, raw_ratings, raw_labels, user):
     ratings = sorted((t, line, m) for u, m, _, t, line in raw_ratings if u == user)
     rows = movielens_rows[movielens_rows["user_id"] == user]
     by_movie = dict(zip(rows["movie_id"], rows["history_movies"], strict=True))
 
     assert len(rows) == len(ratings)
     for timestamp, _, movie in ratings:
-        earlier = [m for t, _, m in ratings if t < timestamp]
-        assert by_movie[movie] == "|".join(earlier[-20:]), (user, movie)
+        earlier = [raw_labels[m] for t, _, m in ratings if t < timestamp]
+        assert by_movie[raw_labels[movie]] == "|".join(earlier[-20:]), (user, movie)
+
+
+@pytest.fixture(scope="module")
+def prepared_labels(movielens_rows, raw_ratings) -> dict[str, set[str]]:
+    """Every ``movie_id`` value written for each raw movie id (rows and ratings share their order)."""
+    raw_movies = [movie for _, movie, _, _, _ in sorted(raw_ratings, key=lambda r: (r[3], r[4]))]
+    labels = defaultdict(set)
+    for movie, label in zip(raw_movies, movielens_rows["movie_id"], strict=True):
+        labels[movie].add(label)
+    return labels
+
+
+@needs_shared_data
+def test_movielens_target_labels_all_rows(prepared_labels, raw_labels):
+    assert len(prepared_labels) == 1_682
+    assert {movie: labels for movie, labels in prepared_labels.items() if len(labels) != 1} == {}
+    assert {movie: min(labels) for movie, labels in prepared_labels.items()} == raw_labels
+
+
+@needs_shared_data
+def test_movielens_labels_by_hand(prepared_labels):
+    # Titles and years read off ml-100k.item by hand.
+    assert prepared_labels["1"] == {"Toy Story (1995)"}
+    assert prepared_labels["242"] == {"Kolya (1996)"}
+    assert prepared_labels["543"] == {"Misérables, Les (1995)"}
+    assert prepared_labels["1633"] == {"Á köldum klaka (Cold Fever) (1994)"}
+    # Movie 267 is titled "unkonwn" with year "unkonwn", and movie 1412 has year "V".
+    assert prepared_labels["267"] == {"unkonwn"}
+    assert prepared_labels["1412"] == {"Land Before Time III: The Time of the Great Giving (1995)"}
+
+
+@needs_shared_data
+def test_movielens_labels_unique(movielens_rows, raw_items):
+    labels = set(movielens_rows["movie_id"])
+    history_labels = {label for cell in movielens_rows["history_movies"] for label in items_of(cell)}
+
+    assert len(raw_items) == 1_682
+    assert len(labels) == 1_682
+    assert history_labels <= labels
+    assert not any("|" in label for label in labels)
+
+
+@needs_shared_data
+def test_movielens_labels_collisions(prepared_labels, raw_items):
+    # ml-100k.item gives 22 titles to more than one movie id. Five of them differ
+    # by year (Sabrina 1954 and 1995, for example), so 18 "Title (year)" labels
+    # are shared, each by two ids, and those 36 movies get their id appended.
+    titles = Counter(title for title, _, _ in raw_items.values())
+    suffixed = {movie for movie, labels in prepared_labels.items() if min(labels).endswith(f" [id {movie}]")}
+
+    assert sum(count > 1 for count in titles.values()) == 22
+    assert len(suffixed) == 36
+    assert prepared_labels["246"] == {"Chasing Amy (1997) [id 246]"}
+    assert prepared_labels["268"] == {"Chasing Amy (1997) [id 268]"}
+    assert prepared_labels["878"] == {"That Darn Cat! (1997) [id 878]"}
+    assert prepared_labels["1003"] == {"That Darn Cat! (1997) [id 1003]"}
+    assert prepared_labels["1444"] == {"That Darn Cat! (1965)"}
+    assert (prepared_labels["486"], prepared_labels["274"]) == ({"Sabrina (1954)"}, {"Sabrina (1995)"})
+    assert (prepared_labels["673"], prepared_labels["218"]) == ({"Cape Fear (1962)"}, {"Cape Fear (1991)"})
 
 
 @needs_shared_data
@@ -262,16 +403,16 @@ def test_movielens_history_lengths_all_rows(movielens_rows, raw_ratings):
 
 
 @needs_shared_data
-def test_movielens_parallel_genres(movielens_rows, first_genres):
+def test_movielens_parallel_genres(movielens_rows, first_genres, movie_of_label):
     movies = movielens_rows["history_movies"].map(items_of)
     genres = movielens_rows["history_genres"].map(items_of)
 
     assert (movies.map(len) == genres.map(len)).all()
     assert all(
-        [first_genres[m] for m in movie_list] == genre_list
-        for movie_list, genre_list in zip(movies, genres, strict=True)
+        [first_genres[movie_of_label[label]] for label in label_list] == genre_list
+        for label_list, genre_list in zip(movies, genres, strict=True)
     )
-    assert movielens_rows["genre"].tolist() == [first_genres[m] for m in movielens_rows["movie_id"]]
+    assert movielens_rows["genre"].tolist() == [first_genres[movie_of_label[m]] for m in movielens_rows["movie_id"]]
 
 
 @needs_shared_data
@@ -290,9 +431,9 @@ def test_movielens_release_year_missing(movielens_rows):
     # Movie 267 has release year "unkonwn" and movie 1412 has "V" in the RecBole file.
     years = movielens_rows.drop_duplicates("movie_id").set_index("movie_id")["release_year"]
 
-    assert years["267"] == ""
-    assert years["1412"] == ""
-    assert years["1"] == "1995"
+    assert years["unkonwn"] == ""
+    assert years["Land Before Time III: The Time of the Great Giving (1995)"] == ""
+    assert years["Toy Story (1995)"] == "1995"
     assert set(years[years != ""].str.len()) == {4}
 
 
@@ -389,6 +530,27 @@ def test_movielens_bad_item_file(tmp_path):
 
     with pytest.raises(DataError, match=r"ml-100k\.item' line 6: movie '50' has no genre"):
         read_movielens(source)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("50\tA|B\t1990\tDrama", r"line 6: movie_title 'A\|B \(1990\)' contains '\|', the separator"),
+        ("50\t \t1990\tDrama", r"line 6: movie '50' has an empty movie_title; give every movie a title"),
+        # Movie 60 makes movie 10's label "Alpha (1995)" ambiguous, so 10 becomes
+        # "Alpha (1995) [id 10]", which is already movie 50's own title.
+        (
+            "50\tAlpha (1995) [id 10]\tunknown\tDrama\n60\tAlpha\t1995\tDrama",
+            r"line 6: movie '50' gets the label 'Alpha \(1995\) \[id 10\]', which the movie on line 2 already has",
+        ),
+    ],
+)
+def test_movielens_bad_title(tmp_path, line, message):
+    source = write_movielens(tmp_path / "ml", items=[*ITEM_LINES, *line.split("\n")])
+
+    with pytest.raises(DataError, match=message) as caught:
+        read_movielens(source)
+    assert "ml-100k.item" in str(caught.value)
 
 
 def test_movielens_duplicate_user(tmp_path):

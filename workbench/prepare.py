@@ -1,8 +1,9 @@
 """Prepare behaviour-sequence CTR data sets: MovieLens-100k and the Alimama DMR sample.
 
 Each preparer reads the raw files and builds one row per impression with the
-label ``click``. Behaviour histories become sequence fields, stored as strings
-joined with ``|`` and ordered oldest first, most recent last (the order
+label ``click``. MovieLens movies appear as readable labels, ``"Title (year)"``,
+rather than as numeric ids. Behaviour histories become sequence fields, stored
+as strings joined with ``|`` and ordered oldest first, most recent last (the order
 :func:`workbench.schema.encode_field` expects when it keeps the last
 ``max_length`` items). The rows are split 80/10/10 in a fixed order and written
 to a new folder as ``train.parquet``, ``valid.parquet``, ``test.parquet``,
@@ -41,7 +42,7 @@ PREPARED_NAME = "PREPARED.md"
 MOVIELENS_COLUMNS = {
     "ml-100k.inter": ("user_id", "item_id", "rating", "timestamp"),
     "ml-100k.user": ("user_id", "age", "gender", "occupation", "zip_code"),
-    "ml-100k.item": ("item_id", "release_year", "class"),
+    "ml-100k.item": ("item_id", "movie_title", "release_year", "class"),
 }
 """The RecBole atomic files the MovieLens preparer reads and the columns it needs from each."""
 CLICK_MIN_RATING = 4.0
@@ -49,6 +50,8 @@ CLICK_MIN_RATING = 4.0
 RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 YEAR_PATTERN = re.compile(r"\d{4}")
+MOVIE_ID_SUFFIX = " [id {movie_id}]"
+"""Appended to every movie label that the title and year alone would give to more than one movie."""
 
 DMR_HISTORY_LENGTH = 50
 DMR_N_COLUMNS = 267
@@ -352,11 +355,15 @@ def _read_movielens_users(path: Path) -> dict[str, tuple[int, str, str, str]]:
     return users
 
 
-def _read_movielens_items(path: Path) -> dict[str, tuple[str, str]]:
-    """Map movie id to (first genre, release year or "" when it is not a four-digit year)."""
+def _read_movielens_items(path: Path) -> dict[str, tuple[str, str, str]]:
+    """Map movie id to (first genre, release year or "" when it is not a four-digit year, label).
+
+    The label is the value written for the movie in ``movie_id`` and in
+    ``history_movies`` (see :func:`movie_labels`).
+    """
     line_numbers, table = read_atomic_file(path, MOVIELENS_COLUMNS[path.name])
     _unique_ids(path, line_numbers, table["item_id"])
-    items = {}
+    genres_and_years = {}
     for k, line_number in enumerate(line_numbers):
         movie_id = table["item_id"][k]
         genres = table["class"][k].split()
@@ -366,8 +373,56 @@ def _read_movielens_items(path: Path) -> dict[str, tuple[str, str]]:
         _check_separator_free(path, line_number, "item_id", movie_id)
         _check_separator_free(path, line_number, "class", genres[0])
         year = table["release_year"][k]
-        items[movie_id] = (genres[0], year if YEAR_PATTERN.fullmatch(year) else "")
-    return items
+        genres_and_years[movie_id] = (genres[0], year if YEAR_PATTERN.fullmatch(year) else "")
+    years = [genres_and_years[movie_id][1] for movie_id in table["item_id"]]
+    labels = movie_labels(path, line_numbers, table["item_id"], table["movie_title"], years)
+    return {movie_id: (genre, year, labels[movie_id]) for movie_id, (genre, year) in genres_and_years.items()}
+
+
+def movie_labels(
+    path: str | Path, line_numbers: Sequence[int], movie_ids: Sequence[str], titles: Sequence[str], years: Sequence[str]
+) -> dict[str, str]:
+    """Map each movie id to a readable label that no other movie has.
+
+    The label is ``"Title (year)"``, or the title alone when ``year`` is "".
+    Spaces around the title are dropped. When several movies would get the
+    same label, each of them gets ``" [id N]"`` appended, and movies with a
+    label of their own keep it as it is. The labels depend only on the rows given, not on their order.
+
+    Raises DataError, naming ``path`` and the line, for an empty title, a label
+    that contains the sequence separator ``|``, or two labels that are still
+    equal after the ids are appended (a title that itself ends in ``[id N]``).
+    """
+    path = Path(path)
+    plain: dict[str, str] = {}
+    movies_per_label: dict[str, int] = {}
+    for line_number, movie_id, title, year in zip(line_numbers, movie_ids, titles, years, strict=True):
+        title = title.strip()
+        if not title:
+            msg = (
+                f"{str(path)!r} line {line_number}: movie {movie_id!r} has an empty movie_title; give every movie a title"
+            )
+            raise DataError(msg)
+        label = f"{title} ({year})" if year else title
+        _check_separator_free(path, line_number, "movie_title", label)
+        plain[movie_id] = label
+        movies_per_label[label] = movies_per_label.get(label, 0) + 1
+
+    labels: dict[str, str] = {}
+    line_of_label: dict[str, int] = {}
+    for line_number, movie_id in zip(line_numbers, movie_ids, strict=True):
+        label = plain[movie_id]
+        if movies_per_label[label] > 1:
+            label += MOVIE_ID_SUFFIX.format(movie_id=movie_id)
+        if label in line_of_label:
+            msg = (
+                f"{str(path)!r} line {line_number}: movie {movie_id!r} gets the label {label!r}, which the movie on "
+                f"line {line_of_label[label]} already has; change one of the two titles"
+            )
+            raise DataError(msg)
+        labels[movie_id] = label
+        line_of_label[label] = line_number
+    return labels
 
 
 def _check_max_length(max_length: Any) -> int:
@@ -393,10 +448,13 @@ def read_movielens(source: str | Path, *, max_length: int = DEFAULT_MAX_LENGTH) 
     DataFrame
         The label ``click`` (1 when the rating is at least 4), the fields of
         :func:`movielens_schema_spec` and ``timestamp`` (seconds since the Unix
-        epoch, not a model field). ``history_movies`` lists the user's movies
-        rated at a strictly earlier timestamp, ordered by (timestamp, file
-        line), most recent last. Ratings in the same second as the row are
-        left out, and so are the row itself and all later ratings.
+        epoch, not a model field). ``movie_id`` and the items of
+        ``history_movies`` are movie labels such as ``"Toy Story (1995)"``
+        (see :func:`movie_labels`), not the numeric ids of the source files.
+        ``history_movies`` lists the user's movies rated at a strictly earlier
+        timestamp, ordered by (timestamp, file line), most recent last.
+        Ratings in the same second as the row are left out, and so are the row
+        itself and all later ratings.
         ``history_genres`` contains the first genre of each of those movies at the
         same positions.
     """
@@ -422,7 +480,7 @@ def read_movielens(source: str | Path, *, max_length: int = DEFAULT_MAX_LENGTH) 
     columns: dict[str, list[Any]] = {name: [] for name in (*movielens_field_names(), LABEL, "timestamp")}
     for k, history in zip(order, histories, strict=True):
         age, gender, occupation, zip_prefix = users[table["user_id"][k]]
-        genre, release_year = items[table["item_id"][k]]
+        genre, release_year, label = items[table["item_id"][k]]
         moment = datetime.fromtimestamp(timestamps[k], tz=timezone.utc)
         row = {
             "user_id": table["user_id"][k],
@@ -430,10 +488,10 @@ def read_movielens(source: str | Path, *, max_length: int = DEFAULT_MAX_LENGTH) 
             "age": age,
             "occupation": occupation,
             "zip_prefix": zip_prefix,
-            "movie_id": table["item_id"][k],
+            "movie_id": label,
             "genre": genre,
             "release_year": release_year,
-            "history_movies": SEQUENCE_SEPARATOR.join(history),
+            "history_movies": SEQUENCE_SEPARATOR.join(items[movie][2] for movie in history),
             "history_genres": SEQUENCE_SEPARATOR.join(items[movie][0] for movie in history),
             "hour": f"{moment.hour:02d}",
             "weekday": WEEKDAYS[moment.weekday()],
@@ -543,6 +601,10 @@ def prepare_movielens(
         f"click = 1 when the rating is at least {CLICK_MIN_RATING:g}. The rating itself is dropped. `timestamp` "
         "is kept as a column but is not a field in schema.json. History fields hold the user's movies rated at a "
         f"strictly earlier timestamp, at most {max_length}, most recent last, from all splits.",
+        "",
+        "movie_id and the items of history_movies are labels 'Title (year)' from ml-100k.item, or the title alone "
+        "when the release year is not a four-digit year. Movies that would share a label get ' [id N]' appended, "
+        "where N is the item_id.",
     ]
     sources = movielens_paths(source)
     record = _prepared_record("MovieLens-100k behaviour-sequence CTR data", command, sources, splits, notes)
