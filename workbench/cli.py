@@ -1,4 +1,4 @@
-"""The ``workbench`` command: train, evaluate, explain, interactions and serve.
+"""The ``workbench`` command: prepare, train, evaluate, explain, interactions, behaviours, probes and serve.
 
 Errors a user can fix (missing files, bad schemas, inconsistent bundles, bad
 options) print one ``error:`` line and exit with status 2, without a traceback.
@@ -40,6 +40,7 @@ from workbench.explain import (
     interactions,
     method_names,
 )
+from workbench.explain.behaviours import BEHAVIOUR_METHODS, REST_MODES, explain_behaviours
 from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAME_BASELINES, OUTPUT_SPACES
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
@@ -344,6 +345,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="how per-bit gates and masks are combined per field: mean, or mean of absolute values (default: mean)",
     )
     probes_cmd.set_defaults(handler=run_probes)
+
+    behaviours_cmd = commands.add_parser(
+        "behaviours",
+        help="attribute sequence-model predictions to single past behaviours",
+        description=(
+            "Write per-behaviour attributions of a sequence model (din, dien, qin) as Parquet: one line per row and "
+            "present behaviour with its position (0 = oldest kept), item, attribution and the model's attention "
+            "weight. Prints, as JSON, the median rank correlation of attention with |attribution| and the largest "
+            "completeness gap."
+        ),
+    )
+    behaviours_cmd.add_argument("bundle", type=Path, help="bundle folder of a sequence model")
+    behaviours_cmd.add_argument("data", type=Path, help="data file with the bundle's fields")
+    behaviours_cmd.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    behaviours_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    behaviours_cmd.add_argument("--rows", type=_positive_int, default=100, help="explain the first N rows (default: 100)")
+    behaviours_cmd.add_argument("--row-ids", type=_int_list_any, help="explain these 0-based rows instead, comma-separated")
+    behaviours_cmd.add_argument(
+        "--method", choices=list(BEHAVIOUR_METHODS), default="auto", help="attribution method (default: auto)"
+    )
+    behaviours_cmd.add_argument(
+        "--rest", choices=list(REST_MODES), default="grouped",
+        help="the other fields as one player (grouped) or one player each (fields) (default: grouped)",
+    )
+    behaviours_cmd.add_argument(
+        "--baseline",
+        choices=[name for name in GAME_BASELINES if name not in BACKGROUND_BASELINES],
+        default="zero",
+        help="what absent fields take; absent behaviours always leave the history (default: zero)",
+    )
+    behaviours_cmd.add_argument("--random-state", type=int, default=0, help="seed of permutation sampling (default: 0)")
+    behaviours_cmd.set_defaults(handler=run_behaviours)
 
     prepare = commands.add_parser(
         "prepare",
@@ -705,6 +738,15 @@ def run_probes(args: argparse.Namespace) -> int:
     frame.to_parquet(args.out, index=False)
     summary = {"out": str(args.out), "rows": len(rows), "aggregation": args.aggregation, "probes": {}}
     for name, values in capture.probes.items():
+        if "field" not in values.probe.axes:
+            # Target attention over history positions: the mean weight per position.
+            summary["probes"][name] = {
+                "kind": values.probe.kind,
+                "axes": list(values.probe.axes),
+                "per_sample": values.probe.per_sample,
+                "mean_by_position": [round(float(v), 6) for v in values.cohort_mean()],
+            }
+            continue
         strength = values.field_strength()
         order = np.argsort(-strength)
         summary["probes"][name] = {
@@ -713,6 +755,36 @@ def run_probes(args: argparse.Namespace) -> int:
             "per_sample": values.probe.per_sample,
             "fields_by_mean_value": {values.field_names[i]: round(float(strength[i]), 6) for i in order},
         }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_behaviours(args: argparse.Namespace) -> int:
+    _check_out(args.out, args.overwrite)
+    bundle = load_bundle(args.bundle)
+    dataset = load_dataset(args.data, bundle.schema, max_rows=None if args.row_ids else args.rows)
+    if len(dataset) == 0:
+        msg = f"{str(args.data)!r} has no rows"
+        raise CLIError(msg)
+    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
+    if rows.max() >= len(dataset):
+        msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
+        raise CLIError(msg)
+    result = explain_behaviours(
+        bundle.model, dataset, rows, method=args.method, rest=args.rest, baseline=args.baseline,
+        random_state=args.random_state,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    result.to_frame().to_parquet(args.out, index=False)
+    agreement = result.attention_agreement()
+    summary = {
+        "out": str(args.out),
+        "rows": len(rows),
+        "method": result.method,
+        "behaviours": int(result.present.sum()),
+        "median_attention_rank_correlation": None if np.all(np.isnan(agreement)) else round(float(np.nanmedian(agreement)), 4),
+        "max_completeness_gap": float(result.completeness_gap.max()),
+    }
     print(json.dumps(summary, indent=2))
     return 0
 
