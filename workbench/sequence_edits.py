@@ -81,7 +81,7 @@ def _check_model(model: Any) -> None:
 
 
 def _histories(model: Any, inputs: Mapping[str, torch.Tensor]) -> np.ndarray:
-    """The paired histories of one sample as ``(n_histories, max_length)`` ids."""
+    """Return the paired histories of one sample as ``(n_histories, max_length)`` ids."""
     return np.stack([np.asarray(inputs[history]).reshape(-1) for history, _ in model.pairs])
 
 
@@ -162,8 +162,8 @@ def insert_behaviour(
     """Add a behaviour as the most recent one; ``values`` gives its raw value for each paired history.
 
     When the history is full, its oldest behaviour drops out, as it would in
-    the data. Values unknown to a history's vocabulary are refused, since the
-    model would only see them as OOV.
+    the data. Values unknown to a history's vocabulary are rejected, since the
+    model would see them as OOV.
     """
     _check_model(model)
     histories = [history for history, _ in model.pairs]

@@ -1,9 +1,9 @@
 """Per-behaviour attribution: which past behaviours of a history drove a sequence model's prediction.
 
-The players are the behaviours present in a sample's history (one player per
-position, made of the slots of every paired history at that position) and the
-rest of the sample: all other fields as one player (``rest="grouped"``) or one
-player per field (``rest="fields"``). An absent behaviour leaves the history,
+The players are the behaviours present in a sample's history and the rest of
+the sample. A behaviour is one position, made of the slots of every paired
+history at that position. The rest is all other fields as one player
+(``rest="grouped"``) or one player per field (``rest="fields"``). An absent behaviour leaves the history,
 because sequence models mask zero behaviour slots out (see
 ``workbench.zoo.sequence``); absent fields take the chosen baseline.
 
@@ -95,7 +95,7 @@ class BehaviourAttribution:
         return sample
 
     def for_sample(self, sample: int) -> pd.DataFrame:
-        """One line per present behaviour of a sample, most influential first.
+        """Return one line per present behaviour of a sample, most influential first.
 
         Columns: ``position``, ``item``, ``attribution``, ``attention`` (when the
         model has target attention) and ``rank`` (1 = largest attribution).
@@ -189,7 +189,7 @@ def behaviour_labels(model: Any, inputs: Mapping[str, torch.Tensor]) -> np.ndarr
 
 
 def _players(model: Any, positions: np.ndarray, rest: str) -> dict[str, list[str]]:
-    """Players of one game: the present positions, then the rest (which also holds the empty positions' slots)."""
+    """Build the players of one game: the present positions, then the rest (which also contains the empty positions' slots)."""
     behaviour = model.behaviour_players()
     names = list(behaviour)
     players: dict[str, list[str]] = {names[p]: list(behaviour[names[p]]) for p in positions}

@@ -208,7 +208,7 @@ class SequenceCTRModel(CTRModel):
         return mask
 
     def behaviour_players(self) -> dict[str, tuple[str, ...]]:
-        """One player per history position (all paired histories' slots at that position), keyed ``position l``."""
+        """Return one player per history position (all paired histories' slots at that position), keyed ``position l``."""
         histories = [history for history, _ in self.pairs]
         return {
             f"position {position}": tuple(f"{history}[{position}]" for history in histories)
