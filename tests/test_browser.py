@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from sequence_fixtures import HISTORY_LENGTH, build_sequence_bundles
 from workbench import figures
 from workbench.app import sources
 from workbench.bundle import load_bundle
 from workbench.data import load_dataset
+from workbench.probes import capture_probes
 from workbench.training import predict_logits
 
 pytestmark = [
@@ -220,4 +222,51 @@ def test_gates_page_draws_heatmaps_in_browser(app_url, browser, tiny_bundle_path
     assert "mean over 1,000 rows" in titles
     assert "Row 0" in titles
     assert all(plot["columns"] == n_fields for plot in heatmaps)
+    page.close()
+
+
+# _fullData contains the decoded arrays, while data keeps the base64 typed arrays that plotly.py sends.
+BAR_PLOTS_JS = """
+() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .filter(plot => (plot.data || []).some(trace => trace.type === 'bar'))
+    .map(plot => ({title: plot.layout.title.text, x: Array.from(plot._fullData[0].x), y: Array.from(plot._fullData[0].y)}))
+"""
+
+
+@pytest.fixture(scope="module")
+def sequence_bundles(tmp_path_factory):
+    return build_sequence_bundles(tmp_path_factory.mktemp("sequence"), architectures=("din",))
+
+
+def test_attention_strip_of_sequence_model_in_browser(app_url, browser, sequence_bundles):
+    bundle = load_bundle(sequence_bundles.bundle("din"))
+    dataset = load_dataset(sequence_bundles.test_path, bundle.schema)
+    row = next(r for r, items in enumerate(dataset.raw["history_items"]) if len(items.split("|")) == HISTORY_LENGTH - 1)
+    items = dataset.raw["history_items"].iloc[row].split("|")
+    genres = dataset.raw["history_genres"].iloc[row].split("|")
+    weights = capture_probes(bundle.model, dataset.tensors([row]))["target_attention"].values[0]
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+    typed = page.get_by_role("textbox", name="…or a bundle folder path")
+    typed.fill(str(sequence_bundles.bundle("din")))
+    typed.press("Enter")
+    page.get_by_text("seq-din", exact=True).first.wait_for()
+
+    page.get_by_role("link", name="Attention").click()
+    page.get_by_role("heading", name="Cohort mean").wait_for()
+    row_input = page.get_by_role("spinbutton", name="Row", exact=True)
+    row_input.fill(str(row))
+    row_input.press("Enter")
+    page.wait_for_function(
+        f"() => ({BAR_PLOTS_JS})().some(plot => plot.title.includes('Target attention of row {row} '))"
+    )
+
+    strips = [plot for plot in page.evaluate(BAR_PLOTS_JS) if "Target attention of row" in plot["title"]]
+    assert len(strips) == 1
+    assert strips[0]["x"] == [f"{p}: {item} · {genre}" for p, (item, genre) in enumerate(zip(items, genres, strict=True))]
+    assert strips[0]["y"] == pytest.approx(weights[: len(items)].tolist(), abs=1e-6)
+    assert page.locator("[data-testid='stException']").count() == 0
     page.close()

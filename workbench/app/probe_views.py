@@ -17,9 +17,15 @@ ARCHITECTURES_WITH = {
     "gates": "GDCN (cross gates), FinalMLP (feature gates), FCN (self-masks), MaskNet (instance masks), "
     "FiBiNET (SENET field weights), FM and DeepFM (first-order weights)",
     "attention": "AutoInt+ (self-attention over fields)",
+    "target_attention": "DIN, DIEN and the QIN-style model (target attention over past behaviours)",
     "pairs": "FM and DeepFM (pair products), DCNv2, GDCN and FCN (cross-matrix blocks), AutoInt+ (attention), "
     "FiBiNET (bilinear pairs), xDeepFM (first CIN layer)",
 }
+SEQUENCE_NOTE = (
+    " This model weighs past behaviours instead (target attention): the Attention page shows the weights, "
+    "and the Sequence explorer of the Sample explorer compares them with per-behaviour attribution."
+)
+"""Sentence added to the notes of the field-level probe pages when the model is a behaviour-sequence model."""
 
 
 def field_probes(model: object) -> list[Probe]:

@@ -10,6 +10,8 @@ Cache rules:
   time, data file, file time, row limit) plus the computation's parameters
   (an :class:`AttributionSettings`), so changing an unrelated widget reuses
   the cached result.
+* Counterfactual edits of a sequence model's history are not cached: each
+  session keeps its own list of edits per data set row in ``st.session_state``.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from workbench.app import rows, sources
 from workbench.bundle import Bundle, BundleError, load_bundle
 from workbench.data import CTRDataset, DataError, load_dataset
 from workbench.explain import Attribution, background_sample, explain, groups_from_json
+from workbench.explain.behaviours import BehaviourAttribution, behaviour_labels, explain_behaviours
 from workbench.explain.exact import ExactResult, exact_indices
 from workbench.explain.game import BACKGROUND_BASELINES
+from workbench.explain.integrated_gradients import DEFAULT_N_STEPS
 from workbench.probes import ProbeCapture, capture_probes
-from workbench.schema import SchemaError
+from workbench.schema import PAD_INDEX, SchemaError
+from workbench.sequence_edits import SequenceEdit, apply_edit, paired_values
 from workbench.training import evaluate
 
 LOAD_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexError, OSError)
@@ -39,6 +45,7 @@ LOAD_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexE
 
 SELECTION_KEY = "workbench_selection"
 RANDOM_ROW_KEY = "explorer_random_row"
+SEQUENCE_EDITS_KEY = "sequence_edits"
 DEFAULT_MAX_ROWS = 200_000
 
 SourceKey = tuple[str, int, str, int, int]
@@ -239,6 +246,61 @@ def _probe_capture(key: SourceKey, row_numbers: tuple[int, ...], aggregation: st
         return capture_probes(_bundle_of(key).model, inputs, aggregation=aggregation)
 
 
+@dataclass(frozen=True)
+class Histories:
+    """The behaviour histories of some data set rows, as a sequence model reads them.
+
+    ``present`` and ``labels`` have shape ``(n_rows, max_length)``: position
+    ``l`` of each history, 0 = oldest kept and most recent last. ``labels``
+    joins the raw values of the paired histories (``"item · genre"``), and
+    ``items`` keeps each paired history's raw values apart. Empty positions
+    are ``""``.
+    """
+
+    rows: np.ndarray
+    present: np.ndarray
+    labels: np.ndarray
+    items: dict[str, np.ndarray]
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _histories(key: SourceKey, row_numbers: tuple[int, ...]) -> Histories:
+    model = _bundle_of(key).model
+    rows_array = np.asarray(row_numbers, dtype=np.int64)
+    inputs = _load_dataset(key).tensors(rows_array)
+    # The model's own mask (any non-zero slot), the one its attention and the attribution games use.
+    with _model_lock(key[0], key[1]), torch.no_grad():
+        present = model.split_behaviours(model.field_embedding(inputs))[2].cpu().numpy()
+    items = {}
+    for history, _ in model.pairs:
+        ids = np.asarray(inputs[history])
+        decoded = np.asarray(model.schema[history].vocabulary.decode(ids.reshape(-1)), dtype=object).reshape(ids.shape)
+        items[history] = np.where(ids == PAD_INDEX, "", decoded)
+    return Histories(rows=rows_array, present=present, labels=behaviour_labels(model, inputs), items=items)
+
+
+@st.cache_data(max_entries=64, show_spinner="Attributing the prediction to single behaviours…")
+def _row_behaviours(
+    key: SourceKey, row: int, method: str, rest: str, baseline: str, n_steps: int
+) -> BehaviourAttribution:
+    with _model_lock(key[0], key[1]):
+        return explain_behaviours(
+            _bundle_of(key).model,
+            _load_dataset(key),
+            [row],
+            method=method,
+            rest=rest,
+            baseline=baseline,
+            n_steps=n_steps,
+            random_state=0,
+        )
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _completed_behaviour(key: SourceKey, value: str) -> dict[str, str]:
+    return paired_values(_bundle_of(key).model, _load_dataset(key), value)
+
+
 # --- what pages call --------------------------------------------------------------------------------
 
 
@@ -379,3 +441,69 @@ def draw_random_row(n_total: int) -> int:
     """Draw a new random row for the explorer and store it in the session."""
     st.session_state[RANDOM_ROW_KEY] = rows.random_row(n_total)
     return st.session_state[RANDOM_ROW_KEY]
+
+
+# --- sequence models ---------------------------------------------------------------------------------
+
+
+def histories(data: LoadedData, row_numbers: np.ndarray | list[int]) -> Histories:
+    """Return which history positions of the given rows hold a behaviour, and their raw values (cached)."""
+    return _histories(data.key, tuple(int(r) for r in row_numbers))
+
+
+def row_attention(data: LoadedData, row: int, probe_name: str) -> tuple[np.ndarray, float, Histories]:
+    """Return one row's target attention weights ``(max_length,)``, its logit and its history (cached)."""
+    capture = probe_capture(data, [row])
+    return capture[probe_name].values[0], float(capture.logits[0]), histories(data, [row])
+
+
+def cohort_attention(data: LoadedData, n_rows: int, seed: int, probe_name: str) -> tuple[np.ndarray, Histories]:
+    """Return the target attention ``(n_rows, max_length)`` of a seeded random sample and its histories (cached)."""
+    row_numbers, capture = sample_probe_capture(data, n_rows, seed)
+    return capture[probe_name].values, histories(data, row_numbers)
+
+
+def row_behaviours(
+    data: LoadedData, row: int, *, method: str, rest: str, baseline: str, n_steps: int
+) -> BehaviourAttribution:
+    """Attribute one row's prediction to its past behaviours and the rest of its fields (cached).
+
+    ``n_steps`` is used by Integrated Gradients only. Raises ValueError or
+    IndexError with the reason when an option or the row is not valid.
+    """
+    n_steps = int(n_steps) if method == "integrated_gradients" else DEFAULT_N_STEPS
+    return _row_behaviours(data.key, int(row), method, rest, baseline, n_steps)
+
+
+def completed_behaviour(data: LoadedData, value: str) -> dict[str, str]:
+    """Complete a behaviour from its first history's raw value with the values of the other paired histories (cached).
+
+    Raises ValueError when the value never appears as a target in the data set.
+    """
+    return _completed_behaviour(data.key, str(value))
+
+
+def sequence_edit(data: LoadedData, row: int, action: str, **options: object) -> SequenceEdit:
+    """Apply one counterfactual action to a row's history and predict before and after.
+
+    ``options`` are the keyword arguments of ``workbench.sequence_edits.apply_edit``.
+    Raises ValueError or IndexError with the reason when the edit is not possible.
+    """
+    with _model_lock(data.key[0], data.key[1]):
+        return apply_edit(data.bundle.model, data.dataset, int(row), action, **options)
+
+
+def recorded_edits(data: LoadedData, row: int) -> list[SequenceEdit]:
+    """Return the edits made in this session on ``row`` of the loaded data, oldest first."""
+    return list(st.session_state.get(SEQUENCE_EDITS_KEY, {}).get((data.key, int(row)), []))
+
+
+def record_edit(data: LoadedData, row: int, edit: SequenceEdit) -> None:
+    """Add an edit to the session's list for ``row`` of the loaded data."""
+    log = st.session_state.setdefault(SEQUENCE_EDITS_KEY, {})
+    log[(data.key, int(row))] = [*log.get((data.key, int(row)), []), edit]
+
+
+def clear_edits(data: LoadedData, row: int) -> None:
+    """Forget the session's edits of ``row`` of the loaded data."""
+    st.session_state.get(SEQUENCE_EDITS_KEY, {}).pop((data.key, int(row)), None)

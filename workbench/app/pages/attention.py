@@ -1,19 +1,28 @@
-"""Attention page: field x field attention of one row, per layer and head, and the cohort's mean map."""
+"""Attention page: field x field attention of one row, per layer and head, and the cohort's mean map.
+
+For a behaviour-sequence model it shows the target attention over one row's
+history and the cohort's mean weight by position and by item instead.
+"""
 
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, state
+from workbench.app import controls, probe_views, sequence_sections, sequence_views, state
 from workbench.probes import pair_map
 
 st.title("Attention")
 data = state.require_data()
 model = data.bundle.model
+target_probe = sequence_views.target_attention_probe(model)
+if target_probe is not None:
+    sequence_sections.attention_view(data, target_probe)
+    st.stop()
 probes = probe_views.attention_probes(model)
 if not probes:
     st.info(
-        f"The {data.bundle.architecture} model has no attention over fields. "
-        f"Architectures that do: {probe_views.ARCHITECTURES_WITH['attention']}."
+        f"The {data.bundle.architecture} model has no attention over fields or past behaviours. "
+        f"Architectures that do: {probe_views.ARCHITECTURES_WITH['attention']}; "
+        f"{probe_views.ARCHITECTURES_WITH['target_attention']}."
     )
     st.stop()
 

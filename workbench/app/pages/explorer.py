@@ -1,9 +1,13 @@
-"""Sample explorer page: one row's prediction, raw values and a waterfall of its field attributions."""
+"""Sample explorer page: one row's prediction, raw values and a waterfall of its field attributions.
+
+For a behaviour-sequence model a Sequence explorer section follows: the
+row's per-behaviour attribution and counterfactual edits of its history.
+"""
 
 import streamlit as st
 
 from workbench import figures
-from workbench.app import rows, state, tables
+from workbench.app import rows, sequence_sections, sequence_views, state, tables
 from workbench.explain import BASELINES
 
 MAX_FILTER_VALUES = 500
@@ -100,3 +104,6 @@ st.dataframe(
     height="content",
     column_config={"attribution": st.column_config.NumberColumn(format="%+.4f")},
 )
+
+if sequence_views.is_sequence_model(data.bundle.model):
+    sequence_sections.explorer_section(data, row, baseline=baseline, n_steps=int(n_steps))

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, state
+from workbench.app import controls, probe_views, sequence_views, state
 from workbench.probes import FIELD_AGGREGATIONS
 
 AGGREGATION_TEXT = {"mean": "mean of the field's bits", "mean_abs": "mean |bit| of the field"}
@@ -16,6 +16,7 @@ if not probes:
     st.info(
         f"The {data.bundle.architecture} model declares no gates, masks or field weights. "
         f"Architectures that do: {probe_views.ARCHITECTURES_WITH['gates']}."
+        + (probe_views.SEQUENCE_NOTE if sequence_views.target_attention_probe(model) is not None else "")
     )
     st.stop()
 

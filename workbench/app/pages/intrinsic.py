@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, state
+from workbench.app import controls, probe_views, sequence_views, state
 from workbench.explain import INTERACTION_INDICES
 from workbench.probes import pair_agreement_per_row, pair_map, pair_map_agreement
 STARTED_KEY = "intrinsic_started"
@@ -17,6 +17,7 @@ if not probes:
     st.info(
         f"The {data.bundle.architecture} model has no intrinsic field-pair map. "
         f"Architectures that do: {probe_views.ARCHITECTURES_WITH['pairs']}."
+        + (probe_views.SEQUENCE_NOTE if sequence_views.target_attention_probe(model) is not None else "")
     )
     st.stop()
 by_name = {p.name: p for p in probes}
