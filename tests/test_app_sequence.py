@@ -215,7 +215,7 @@ def test_explorer_attributes_single_behaviours(app_env, bundles, loaded, method)
     np.testing.assert_allclose(array(strip["data"][1]["y"]), expected.values[0, :5], rtol=1e-5, atol=1e-6)
     assert strip["data"][1]["x"][0].startswith("0: ")
     assert metric(app, "Behaviours") == "5"
-    assert metric(app, "Attention vs |attribution|") == f"{expected.attention_agreement()[0]:+.3f}"
+    assert metric(app, "|Attention| vs |attribution|") == f"{expected.attention_agreement()[0]:+.3f}"
     table = frame_with(app, "rank")
     pd.testing.assert_frame_equal(table.reset_index(drop=True), expected.for_sample(0), check_exact=False, rtol=1e-5)
 

@@ -266,6 +266,9 @@ def apply_edit(
         if attribution is None:
             msg = "drop_top_k needs the per-behaviour attribution of this row (explain_behaviours)"
             raise ValueError(msg)
+        if k < 1:
+            msg = f"drop_top_k: k must be >= 1; got {k}"
+            raise ValueError(msg)
         if sample is None:
             found = np.flatnonzero(np.asarray(attribution.rows) == int(row))
             if not found.size:

@@ -169,11 +169,11 @@ def _attribution_view(row: int, attribution: BehaviourAttribution) -> None:
         help="The prediction minus the base value is this plus the rest of the fields.",
     )
     columns[2].metric(
-        "Attention vs |attribution|",
+        "|Attention| vs |attribution|",
         sequence_views.agreement_text(correlation, int(present.sum())),
         help=(
-            "Spearman rank correlation over this row's behaviours between the target attention weight "
-            "and the absolute attribution."
+            "Spearman rank correlation over this row's behaviours between the absolute target attention "
+            "weight and the absolute attribution (DIN's unnormalised weights can be negative)."
         ),
     )
     columns[3].metric(

@@ -103,7 +103,7 @@ def edits_frame(edits: list[SequenceEdit]) -> pd.DataFrame:
 
 
 def agreement_text(correlation: float, n_present: int) -> str:
-    """Format the Spearman correlation of attention with |attribution|, or explain why it is undefined."""
+    """Format the Spearman correlation of |attention| with |attribution|, or explain why it is undefined."""
     if np.isfinite(correlation):
         return f"{correlation:+.3f}"
     if n_present < 3:

@@ -123,8 +123,10 @@ class BehaviourAttribution:
         return self.for_sample(sample)["position"].to_numpy()[:k]
 
     def attention_agreement(self) -> np.ndarray:
-        """Spearman correlation of attention with |attribution| over each sample's present behaviours.
+        """Compute the Spearman correlation of |attention| with |attribution| over each sample's present behaviours.
 
+        Both sides are absolute values: DIN's unnormalised weights can be
+        negative, and a large negative weight still makes a behaviour matter.
         NaN where the model has no target attention, a sample has fewer than
         three behaviours, or either side is constant over them.
         """
@@ -133,7 +135,7 @@ class BehaviourAttribution:
             return out
         for sample in range(self.n_samples):
             positions = np.flatnonzero(self.present[sample])
-            attention = self.attention[sample, positions]
+            attention = np.abs(self.attention[sample, positions])
             strength = np.abs(self.values[sample, positions])
             if len(positions) < 3 or np.ptp(attention) == 0 or np.ptp(strength) == 0:
                 continue
