@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the bundled models (LR, FM, DeepFM, DCNv2, AutoInt+, GDCN, FCN,
-# FinalMLP, FiBiNET, MaskNet, xDeepFM) on sample_data/ad_clicks and write them
+# FinalMLP, FiBiNET, MaskNet, xDeepFM, DIN) on sample_data/ad_clicks and write them
 # to models/ad_clicks_<arch>, replacing existing bundles. Training is seeded, so
 # a rerun on the same machine and library versions gives the same weights.
 #
@@ -31,6 +31,9 @@ declare -A OPTIONS=(
     [fibinet]="--embedding-regularizer 0.5"
     [masknet]="--embedding-regularizer 0.5"
     [xdeepfm]="--embedding-regularizer 0.5"
+    # DIN reads history_categories through the category table, and at L2 0.5 that
+    # table stays too small for the attention to tell categories apart.
+    [din]="--embedding-regularizer 0.01 --learning-rate 3e-3"
 )
 declare -A FOLDERS=(
     [lr]=ad_clicks_lr
@@ -44,6 +47,7 @@ declare -A FOLDERS=(
     [fibinet]=ad_clicks_fibinet
     [masknet]=ad_clicks_masknet
     [xdeepfm]=ad_clicks_xdeepfm
+    [din]=ad_clicks_din
 )
 declare -A NAMES=(
     [lr]="LR · ad clicks"
@@ -57,8 +61,9 @@ declare -A NAMES=(
     [fibinet]="FiBiNET · ad clicks"
     [masknet]="MaskNet · ad clicks"
     [xdeepfm]="xDeepFM · ad clicks"
+    [din]="DIN · ad clicks"
 )
-ALL_ARCHS=(lr fm deepfm dcnv2 autoint+ gdcn fcn finalmlp fibinet masknet xdeepfm)
+ALL_ARCHS=(lr fm deepfm dcnv2 autoint+ gdcn fcn finalmlp fibinet masknet xdeepfm din)
 
 if [ "$#" -gt 0 ]; then
     archs=("$@")

@@ -328,13 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
             "value as JSON. One forward pass per row; the predictions are unchanged."
         ),
     )
-    probes_cmd.add_argument("bundle", type=Path, help="bundle folder")
-    probes_cmd.add_argument("data", type=Path, help="data file with the bundle's fields")
-    probes_cmd.add_argument("--out", required=True, type=Path, help="Parquet file to write")
-    probes_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
-    probes_cmd.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
-    probes_cmd.add_argument("--rows", type=_positive_int, default=1000, help="probe the first N rows (default: 1000)")
-    probes_cmd.add_argument("--row-ids", type=_int_list_any, help="probe these 0-based rows instead, comma-separated")
+    _add_row_arguments(probes_cmd, verb="probe", default_rows=1000)
     probes_cmd.add_argument(
         "--probe", action="append", dest="probe_names", metavar="NAME", help="read only this probe, repeatable (default: all)"
     )
@@ -352,16 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Write per-behaviour attributions of a sequence model (din, dien, qin) as Parquet: one line per row and "
             "present behaviour with its position (0 = oldest kept), item, attribution and the model's attention "
-            "weight. Prints, as JSON, the median rank correlation of attention with |attribution| and the largest "
+            "weight. Prints, as JSON, the median rank correlation of |attention| with |attribution| and the largest "
             "completeness gap."
         ),
     )
-    behaviours_cmd.add_argument("bundle", type=Path, help="bundle folder of a sequence model")
-    behaviours_cmd.add_argument("data", type=Path, help="data file with the bundle's fields")
-    behaviours_cmd.add_argument("--out", required=True, type=Path, help="Parquet file to write")
-    behaviours_cmd.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
-    behaviours_cmd.add_argument("--rows", type=_positive_int, default=100, help="explain the first N rows (default: 100)")
-    behaviours_cmd.add_argument("--row-ids", type=_int_list_any, help="explain these 0-based rows instead, comma-separated")
+    _add_row_arguments(behaviours_cmd, verb="explain", default_rows=100)
     behaviours_cmd.add_argument(
         "--method", choices=list(BEHAVIOUR_METHODS), default="auto", help="attribution method (default: auto)"
     )
@@ -714,6 +703,30 @@ def _significant(value: float, digits: int = 6) -> float:
     return float(f"{float(value):.{digits}g}")
 
 
+def _add_row_arguments(command: argparse.ArgumentParser, *, verb: str, default_rows: int) -> None:
+    """Add the bundle, data, output and row options that the probes and behaviours commands share."""
+    command.add_argument("bundle", type=Path, help="bundle folder")
+    command.add_argument("data", type=Path, help="data file with the bundle's fields")
+    command.add_argument("--out", required=True, type=Path, help="Parquet file to write")
+    command.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
+    command.add_argument("--feature-map", type=Path, help="libfm feature map TSV (default: feature_map.tsv next to the file)")
+    command.add_argument("--rows", type=_positive_int, default=default_rows, help=f"{verb} the first N rows (default: {default_rows})")
+    command.add_argument("--row-ids", type=_int_list_any, help=f"{verb} these 0-based rows instead, comma-separated")
+
+
+def _load_rows(args: argparse.Namespace, bundle: Bundle) -> tuple[CTRDataset, np.ndarray]:
+    """Read the rows that ``--rows`` or ``--row-ids`` select, with a one-line error for empty data or a bad row."""
+    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=None if args.row_ids else args.rows)
+    if len(dataset) == 0:
+        msg = f"{str(args.data)!r} has no rows"
+        raise CLIError(msg)
+    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
+    if rows.max() >= len(dataset):
+        msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
+        raise CLIError(msg)
+    return dataset, rows
+
+
 def run_probes(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -723,14 +736,7 @@ def run_probes(args: argparse.Namespace) -> int:
     if not available:
         msg = f"the {bundle.architecture} model in {str(args.bundle)!r} declares no probes; docs/probes.md lists the architectures that do"
         raise CLIError(msg)
-    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=None if args.row_ids else args.rows)
-    if len(dataset) == 0:
-        msg = f"{str(args.data)!r} has no rows"
-        raise CLIError(msg)
-    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
-    if rows.max() >= len(dataset):
-        msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
-        raise CLIError(msg)
+    dataset, rows = _load_rows(args, bundle)
     capture = capture_probes(bundle.model, dataset.tensors(rows), names=args.probe_names, aggregation=args.aggregation)
 
     frame = pd.concat([values.to_frame(rows) for values in capture.probes.values()], ignore_index=True)
@@ -762,14 +768,7 @@ def run_probes(args: argparse.Namespace) -> int:
 def run_behaviours(args: argparse.Namespace) -> int:
     _check_out(args.out, args.overwrite)
     bundle = load_bundle(args.bundle)
-    dataset = load_dataset(args.data, bundle.schema, max_rows=None if args.row_ids else args.rows)
-    if len(dataset) == 0:
-        msg = f"{str(args.data)!r} has no rows"
-        raise CLIError(msg)
-    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
-    if rows.max() >= len(dataset):
-        msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
-        raise CLIError(msg)
+    dataset, rows = _load_rows(args, bundle)
     result = explain_behaviours(
         bundle.model, dataset, rows, method=args.method, rest=args.rest, baseline=args.baseline,
         random_state=args.random_state,
