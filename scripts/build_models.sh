@@ -32,8 +32,10 @@ declare -A OPTIONS=(
     [masknet]="--embedding-regularizer 0.5"
     [xdeepfm]="--embedding-regularizer 0.5"
     # DIN reads history_categories through the category table, and at L2 0.5 that
-    # table stays too small for the attention to tell categories apart.
-    [din]="--embedding-regularizer 0.01 --learning-rate 3e-3"
+    # table stays too small for the attention to tell categories apart. Wider
+    # embeddings and layers (the later options override the shared ones) learned
+    # more of the planted history effect (docs/benchmarks.md).
+    [din]="--embedding-dim 16 --hidden-units 128,64 --param attention_hidden_units=[64,32] --embedding-regularizer 0.003 --learning-rate 3e-3"
 )
 declare -A FOLDERS=(
     [lr]=ad_clicks_lr

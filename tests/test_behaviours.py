@@ -280,3 +280,45 @@ def test_paired_values_needs_a_seen_target(data):
     schema, _, valid = data
     with pytest.raises(ValueError, match="'item42' never appears as 'item'"):
         paired_values(tiny("din", schema), valid, "item42")
+
+
+def test_bundled_din_credits_the_planted_category_copies():
+    """On sample_data, the top-ranked behaviour is mostly a copy of the ad's category, as the planted effect says."""
+    from workbench.bundle import load_bundle
+    from workbench.data import load_dataset
+
+    bundle = load_bundle("models/ad_clicks_din")
+    data = load_dataset("sample_data/ad_clicks/test.parquet", bundle.schema)
+    raw = data.raw_values()
+    histories = raw["history_categories"].str.split("|")
+    rows = np.flatnonzero([c in h for c, h in zip(raw["category"], histories, strict=True)])[:200]
+    result = explain_behaviours(bundle.model, data, rows, method="auto")
+
+    top_is_copy, chance, copies, others, cut_copies, cut_others = [], [], [], [], [], []
+    for sample, row in enumerate(rows):
+        present = result.present[sample]
+        planted = (result.items[sample] == raw["category"].iloc[row]) & present
+        top_is_copy.append(planted[result.top_positions(sample, 1)[0]])
+        chance.append(planted.sum() / present.sum())
+        copies.extend(result.values[sample, planted])
+        others.extend(result.values[sample, present & ~planted])
+        cut_copies.append(apply_edit(bundle.model, data, int(row), "drop", positions=np.flatnonzero(planted).tolist()).delta)
+        rest = np.flatnonzero(present & ~planted)[: int(planted.sum())]
+        if len(rest) == planted.sum():
+            cut_others.append(apply_edit(bundle.model, data, int(row), "drop", positions=rest.tolist()).delta)
+
+    # Measured: the top behaviour is a copy of the ad's category in 78.5 % of these rows, against 38 % for a
+    # random order; the copies get +0.046 logit on average and the other behaviours +0.014. The model learned
+    # part of the planted +0.8: cutting the copies out lowers its logit by 0.32 on average.
+    assert np.mean(top_is_copy) > 0.75
+    assert np.mean(chance) < 0.4
+    assert np.mean(copies) > 3 * np.mean(others)
+    # The model agrees: cutting the copies out lowers its click probability far more than cutting as many others.
+    assert np.mean(cut_copies) < 5 * np.mean(cut_others) < 0
+
+
+def test_exact_refuses_long_histories_with_advice(data):
+    schema, _, valid = data
+    rows = _rows_with_length(valid, {5}, count=1)
+    with pytest.raises(ValueError, match=r"need 2\*\*6 coalitions each \(5 behaviours and 1 other player\(s\)\), above max_exact_players=4"):
+        explain_behaviours(tiny("din", schema), valid, rows, method="exact_shapley", max_exact_players=4)

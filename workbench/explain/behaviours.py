@@ -296,6 +296,14 @@ def explain_behaviours(
             chosen = method
             if method == "auto":
                 chosen = "exact_shapley" if len(players) <= max_exact_players else "permutation_shapley"
+            elif method == "exact_shapley" and len(players) > max_exact_players:
+                msg = (
+                    f"exact per-behaviour values of {len(samples)} sample(s) need 2**{len(players)} coalitions each "
+                    f"({len(positions)} behaviours and {len(players) - len(positions)} other player(s)), above "
+                    f"max_exact_players={max_exact_players}; use method='auto' or 'permutation_shapley', "
+                    "rest='grouped', or raise max_exact_players if the cost is acceptable"
+                )
+                raise ValueError(msg)
             game = {
                 "baseline": baseline,
                 "players": players,

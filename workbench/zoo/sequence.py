@@ -375,7 +375,9 @@ class DIEN(SequenceCTRModel):
     behaviours of ``h_t^T W e_target``, with ``h_t`` the extractor GRU state.
     Training adds DIEN's auxiliary loss (weight ``auxiliary_weight``): each
     state ``h_t`` must tell the next behaviour from a behaviour at the same
-    position of another sample of the batch.
+    position of another sample of the batch. As in the official DIEN code, the
+    MLP reads the fields, the final evolved state, the sum of the behaviours and
+    its element-wise product with the target.
     """
 
     architecture = "dien"
@@ -422,7 +424,7 @@ class DIEN(SequenceCTRModel):
         self.attention_weights = nn.Identity()
         self.evolution = AUGRUCell(hidden, hidden)
         self.auxiliary = MLP(hidden + self.behaviour_width, auxiliary_hidden_units, output_dim=1)
-        input_dim = self.n_other_slots * self.embedding_width + hidden
+        input_dim = self.n_other_slots * self.embedding_width + hidden + 2 * self.behaviour_width
         self.dnn = MLP(input_dim, hidden_units, dropout=dropout, batch_norm=batch_norm, output_dim=1)
 
     def probes(self) -> list[Probe]:
@@ -447,7 +449,9 @@ class DIEN(SequenceCTRModel):
         evolved = states.new_zeros(states.shape[0], self.evolution.hidden_size)
         for position in range(states.shape[1]):
             evolved = self.evolution(states[:, position], evolved, weights[:, position])
-        logit = self.dnn(torch.cat([others.flatten(start_dim=1), evolved], dim=1)).squeeze(-1)
+        history_sum = (behaviours * mask.unsqueeze(-1)).sum(dim=1)
+        features = [others.flatten(start_dim=1), evolved, history_sum, history_sum * target]
+        logit = self.dnn(torch.cat(features, dim=1)).squeeze(-1)
         return logit, states, behaviours, mask
 
     def logit_from_embeddings(
