@@ -288,3 +288,24 @@ def test_training_learns_the_target_in_history_effect(architecture, hyperparamet
     result = train(model, encode(train_frame, schema), valid, config, show_progress=False)
     # The oracle (the planted indicators) scores about 0.73; a model blind to the history stays near 0.52.
     assert result.valid_metrics["auc"] > oracle - 0.015, (result.valid_metrics, oracle)
+
+
+def test_qin_reads_dense_fields_in_its_query():
+    frame = sequence_frame(300, 4)
+    rng = np.random.default_rng(0)
+    frame["vec"] = [list(v) for v in rng.normal(size=(len(frame), 3))]
+    schema = fit_schema(frame, Schema([*SPEC.fields, Field("vec", "dense", dim=3)]))
+    data = encode(frame, schema)
+    model = tiny("qin", schema)
+    assert model.dense_slots == [model.slot_names.index("vec")]
+    assert model.query.in_features == 2 * 4 + 4
+
+    # The dense vector is a player like any field: with the zero or the mean baseline it changes the value.
+    inputs = data.tensors(np.arange(20))
+    for baseline, background in (("zero", None), ("mean", data.tensors(np.arange(300)))):
+        game = EmbeddingGame(model, inputs, baseline=baseline, background=background)
+        everything = np.ones((1, game.n_players), dtype=bool)
+        without = everything.copy()
+        without[0, game.player_names.index("vec")] = False
+        difference = game.values(everything) - game.values(without)
+        assert np.abs(difference).max() > 1e-4, baseline
