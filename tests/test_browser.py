@@ -260,8 +260,11 @@ def test_attention_strip_of_sequence_model_in_browser(app_url, browser, sequence
     row_input = page.get_by_role("spinbutton", name="Row", exact=True)
     row_input.fill(str(row))
     row_input.press("Enter")
+    # While Streamlit reruns, the previous row's strip can stay on the page next to the new one: wait until
+    # the new strip is the only one.
     page.wait_for_function(
-        f"() => ({BAR_PLOTS_JS})().some(plot => plot.title.includes('Target attention of row {row} '))"
+        f"() => {{ const strips = ({BAR_PLOTS_JS})().filter(plot => plot.title.includes('Target attention of row'));"
+        f" return strips.length === 1 && strips[0].title.includes('Target attention of row {row} '); }}"
     )
 
     strips = [plot for plot in page.evaluate(BAR_PLOTS_JS) if "Target attention of row" in plot["title"]]
