@@ -54,7 +54,15 @@ def test_behaviours_command_writes_the_library_values(din_bundle, tmp_path, caps
     bundle = load_bundle(din_bundle / "din")
     expected = explain_behaviours(bundle.model, load_dataset(din_bundle / "test.parquet", bundle.schema), np.arange(20))
     np.testing.assert_allclose(frame["attribution"].to_numpy(), expected.to_frame()["attribution"].to_numpy(), atol=1e-12)
-    assert list(frame.columns) == ["row", "position", "item", "attribution", "prediction", "base_value", "attention"]
+    assert list(frame.columns) == [
+        "row", "position", "item", "attribution", "rest_attribution", "prediction", "base_value", "output_space",
+        "standard_error", "attention",
+    ]
+    totals = frame.groupby("row").agg(
+        behaviours=("attribution", "sum"), rest=("rest_attribution", "first"),
+        gap=("prediction", "first"), base=("base_value", "first"),
+    )
+    np.testing.assert_allclose(totals["behaviours"] + totals["rest"], totals["gap"] - totals["base"], atol=1e-9)
     assert summary["behaviours"] == int(expected.present.sum()) == len(frame)
     assert summary["max_completeness_gap"] < 1e-9
 
@@ -79,7 +87,7 @@ def test_bad_behaviour_pair_is_a_one_line_error(din_bundle, tmp_path, capsys):
     code = main(
         [
             "train", "--arch", "dien", "--train", str(din_bundle / "train.parquet"), "--valid", str(din_bundle / "valid.parquet"),
-            "--out", str(tmp_path / "dien"), "--epochs", "1", "--param", 'behaviour_pairs=[["history", "user"], ["item", "genre"]]',
+            "--out", str(tmp_path / "dien"), "--epochs", "1", "--param", 'behaviour_pairs=[["history", "item"], ["item", "genre"]]',
             "--quiet",
         ]
     )

@@ -89,7 +89,8 @@ def test_pairs_are_inferred_from_shared_values(data):
 @pytest.mark.parametrize(
     ("pairs", "message"),
     [
-        ([["history", "user"], ["history", "item"]], "appears in two behaviour pairs"),
+        ([["history", "item"], ["history", "item"]], "appears in two behaviour pairs"),
+        ([["history_genres", "item"]], "'history_genres' and 'item' share no values"),
         ([["nope", "item"]], "no field named 'nope'"),
         ([["item", "history"]], "'item' is a categorical field; it must be sequence"),
         ([["history"]], "must be \\[history_field, target_field\\]"),

@@ -314,12 +314,15 @@ def encode_field(f: Field, column: pd.Series) -> tuple[np.ndarray, int]:
     if f.kind == "sequence":
         assert f.vocabulary is not None
         out = np.zeros((len(column), f.max_length), dtype=np.int64)
-        n_oov = 0
-        for row, cell in enumerate(column):
-            items = split_sequence(cell, f.separator)[-f.max_length :]
-            indices, oov = f.vocabulary.encode(items)
-            n_oov += oov
-            out[row, : len(indices)] = indices
+        kept = [split_sequence(cell, f.separator)[-f.max_length :] for cell in column]
+        lengths = np.fromiter((len(items) for items in kept), dtype=np.int64, count=len(kept))
+        if lengths.sum() == 0:
+            return out, 0
+        # One vocabulary lookup for all items: one call per row cost 1 ms, 80 s for 80,000 MovieLens rows.
+        indices, n_oov = f.vocabulary.encode([item for items in kept for item in items])
+        rows = np.repeat(np.arange(len(kept)), lengths)
+        positions = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, positions] = indices
         return out, n_oov
     out = np.zeros((len(column), f.dim), dtype=np.float32)
     for row, cell in enumerate(column):

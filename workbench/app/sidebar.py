@@ -50,6 +50,12 @@ def render() -> state.Selection:
         )
         bundle = state.try_bundle(bundle_path)
         data_options = {str(option.path): option.label for option in sources.data_options(bundle and bundle.manifest)}
+        # A new bundle starts on its own first data option (its test split when it records one), so
+        # the data file of the previous bundle is not kept for a model with other fields.
+        if st.session_state.get("data_bundle") != str(bundle_path):
+            st.session_state["data_bundle"] = str(bundle_path)
+            if data_options:
+                st.session_state["data_choice"] = next(iter(data_options))
         data_path = _choose_path(
             "Data set",
             data_options,

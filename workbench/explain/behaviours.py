@@ -143,7 +143,11 @@ class BehaviourAttribution:
         return out
 
     def to_frame(self) -> pd.DataFrame:
-        """Long table: one line per (sample, present behaviour), with the row and the prediction."""
+        """Return a long table: one line per (sample, present behaviour), with the row and the prediction.
+
+        ``rest_attribution`` is the sample's total for the other fields, so the
+        attributions of a row plus it add up to ``prediction - base_value``.
+        """
         samples, positions = np.nonzero(self.present)
         frame = pd.DataFrame(
             {
@@ -151,10 +155,14 @@ class BehaviourAttribution:
                 "position": positions,
                 "item": self.items[samples, positions],
                 "attribution": self.values[samples, positions],
+                "rest_attribution": self.rest_values.sum(axis=1)[samples],
                 "prediction": self.predictions[samples],
                 "base_value": self.base_values[samples],
+                "output_space": self.output_space,
             }
         )
+        if self.standard_errors is not None:
+            frame["standard_error"] = self.standard_errors[samples, positions]
         if self.attention is not None:
             frame["attention"] = self.attention[samples, positions]
         return frame
@@ -297,11 +305,13 @@ def explain_behaviours(
             if method == "auto":
                 chosen = "exact_shapley" if len(players) <= max_exact_players else "permutation_shapley"
             elif method == "exact_shapley" and len(players) > max_exact_players:
+                shown = ", ".join(str(row) for row in rows[samples][:5]) + (", ..." if len(samples) > 5 else "")
                 msg = (
-                    f"exact per-behaviour values of {len(samples)} sample(s) need 2**{len(players)} coalitions each "
+                    f"exact per-behaviour values of row(s) {shown} need 2**{len(players)} coalitions each "
                     f"({len(positions)} behaviours and {len(players) - len(positions)} other player(s)), above "
-                    f"max_exact_players={max_exact_players}; use method='auto' or 'permutation_shapley', "
-                    "rest='grouped', or raise max_exact_players if the cost is acceptable"
+                    f"max_exact_players={max_exact_players}; use the method auto (exact where it fits, sampled "
+                    "elsewhere) or permutation_shapley"
+                    + (", or group the other fields (rest grouped)" if rest == "fields" else "")
                 )
                 raise ValueError(msg)
             game = {

@@ -95,6 +95,13 @@ def check_behaviour_pairs(schema: Schema, pairs: Sequence[Sequence[str]] | None)
         if history in (h for h, _ in checked):
             msg = f"the history field {history!r} appears in two behaviour pairs"
             raise ValueError(msg)
+        items, targets = schema[history].vocabulary, schema[target].vocabulary
+        if items is not None and targets is not None and not set(items.values).intersection(targets.values):
+            msg = (
+                f"behaviour pair {list(pair)}: {history!r} and {target!r} share no values, so every history item "
+                "would embed as the target's OOV; pair the history with the field of its items"
+            )
+            raise ValueError(msg)
         checked.append((history, target))
     if not checked:
         msg = "behaviour_pairs is empty; give at least one [history_field, target_field] pair, or None to infer them"
