@@ -350,3 +350,22 @@ def array(value) -> np.ndarray:
     if "shape" in value:
         decoded = decoded.reshape([int(size) for size in str(value["shape"]).split(",")])
     return decoded.astype(float)
+
+
+def point_app_at(monkeypatch, models_dir, data_dir):
+    """Point the app at a bundle folder and a data folder and empty its caches before and after a test.
+
+    Fixtures delegate to it with ``yield from``.
+    """
+    import streamlit as st
+
+    from workbench.app import sources
+
+    monkeypatch.setenv(sources.MODELS_DIR_ENV, str(models_dir))
+    monkeypatch.setenv(sources.DATA_DIR_ENV, str(data_dir))
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from helpers import point_app_at
 from workbench import figures
 from workbench.app import rows, sources, state, tables
 from workbench.bundle import load_bundle
@@ -38,13 +38,7 @@ INTERACTIONS_ROWS = 30
 @pytest.fixture
 def app_env(monkeypatch, tiny_models_dir, tiny_data_dir):
     """Point the app at the tiny bundle and data folders and start from empty caches."""
-    monkeypatch.setenv(sources.MODELS_DIR_ENV, str(tiny_models_dir))
-    monkeypatch.setenv(sources.DATA_DIR_ENV, str(tiny_data_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    yield from point_app_at(monkeypatch, tiny_models_dir, tiny_data_dir)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 from streamlit.testing.v1 import AppTest
 
-from helpers import array
+from helpers import array, point_app_at
 from workbench.app import probe_views, rows, sources
 from workbench.bundle import load_bundle, save_bundle
 from workbench.data import load_dataset, read_frame, read_schema_spec
@@ -69,13 +69,7 @@ def probe_models_dir(tmp_path_factory, tiny_data_dir) -> Path:
 
 @pytest.fixture
 def app_env(monkeypatch, probe_models_dir, tiny_data_dir):
-    monkeypatch.setenv(sources.MODELS_DIR_ENV, str(probe_models_dir))
-    monkeypatch.setenv(sources.DATA_DIR_ENV, str(tiny_data_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    yield from point_app_at(monkeypatch, probe_models_dir, tiny_data_dir)
 
 
 @pytest.fixture(scope="module")

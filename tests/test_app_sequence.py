@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from helpers import array, one_torch_thread  # noqa: F401 (autouse fixture)
+from helpers import array, one_torch_thread, point_app_at  # noqa: F401 (autouse fixture)
 from sequence_fixtures import build_sequence_bundles
-from workbench.app import probe_views, rows, sources
+from workbench.app import probe_views, rows
 from workbench.bundle import load_bundle
 from workbench.data import load_dataset
 from workbench.explain.behaviours import explain_behaviours
@@ -50,13 +49,7 @@ def bundles(tmp_path_factory):
 
 @pytest.fixture
 def app_env(monkeypatch, bundles):
-    monkeypatch.setenv(sources.MODELS_DIR_ENV, str(bundles.models_dir))
-    monkeypatch.setenv(sources.DATA_DIR_ENV, str(bundles.data_dir))
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    yield from point_app_at(monkeypatch, bundles.models_dir, bundles.data_dir)
 
 
 @pytest.fixture(scope="module")
