@@ -9,7 +9,7 @@ prediction with single behaviours as players and reports:
   one, and the whole set of copies), against the rate of a random order;
 * the mean attribution of those behaviours and of the others;
 * what the model itself does when they are cut out of the history, against
-  cutting out as many other behaviours (``sequence_edits``), which tells how
+  cutting out as many other behaviours (``sequence_edits``), which shows how
   much of the planted effect the model learned;
 * the median rank correlation of |attention| with |attribution|.
 

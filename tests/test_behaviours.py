@@ -283,7 +283,7 @@ def test_paired_values_needs_a_seen_target(data):
 
 
 def test_bundled_din_credits_the_planted_category_copies():
-    """On sample_data, the top-ranked behaviour is mostly a copy of the ad's category, as the planted effect says."""
+    """On sample_data, the top-ranked behaviour is mostly a copy of the ad's category, as the planted effect implies."""
     from workbench.bundle import load_bundle
     from workbench.data import load_dataset
 

@@ -208,7 +208,8 @@ def test_default_players_are_fields_and_positions_can_be_players(data):
         *(f"history_genres[{p}]" for p in range(1, LENGTH)),
     ]})
     assert names == ("first", "rest")
-    assert membership[0].sum() == 2 and membership[1].sum() == 4 + 2 * (LENGTH - 1)
+    assert membership[0].sum() == 2
+    assert membership[1].sum() == 4 + 2 * (LENGTH - 1)
 
 
 def test_din_attention_probe_matches_a_hand_computation(data):

@@ -307,5 +307,5 @@ def apply_edit(
 
 
 def edits_table(edits: Sequence[SequenceEdit]) -> pd.DataFrame:
-    """One line per edit: action, description, predictions before and after, their difference and the new history."""
+    """Return one line per edit: action, description, predictions before and after, their difference and the new history."""
     return pd.DataFrame([edit.as_row() for edit in edits])
