@@ -102,6 +102,7 @@ def test_parse_goal_kinds():
         ("above:x", "not a number"),
         ("above:1.2", "strictly between 0 and 1"),
         ("below:0", "strictly between 0 and 1"),
+        ("flip:1", "strictly between 0 and 1"),
         ("change:0", "non-zero"),
         ("rank_top:0", "integer >= 1"),
         ("rank_drop:2.5", "integer >= 1"),
@@ -117,6 +118,8 @@ def test_goal_threshold_closed_forms():
     others = np.asarray([0.9, 0.5, 0.7, 0.2])
     assert goal_threshold(Goal("above", 0.3), 0.1) == (0.3, "up")
     assert goal_threshold(Goal("below", 0.3), 0.5) == (0.3, "down")
+    assert goal_threshold(Goal("flip", 0.5), 0.2) == (0.5, "up")
+    assert goal_threshold(Goal("flip", 0.5), 0.7) == (0.5, "down")
     threshold, direction = goal_threshold(Goal("change", -0.1), 0.4)
     assert threshold == pytest.approx(0.3)
     assert direction == "down"

@@ -1,5 +1,7 @@
 """The ``workbench`` command: prepare, train, evaluate, explain, interactions, behaviours, probes and serve.
 
+The what-if commands (counterfactuals, sweep) live in :mod:`workbench.cli_whatif`.
+
 Errors a user can fix (missing files, bad schemas, inconsistent bundles, bad
 options) print one ``error:`` line and exit with status 2, without a traceback.
 """
@@ -407,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--overwrite", action="store_true", help="replace --out if it is a folder from an earlier workbench prepare"
         )
     prepare.set_defaults(handler=run_prepare)
+
+    # Imported here because cli_whatif imports its shared helpers from this module.
+    from workbench import cli_whatif
+
+    cli_whatif.add_commands(commands)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."

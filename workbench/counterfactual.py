@@ -7,6 +7,8 @@ predicted click probability meets a goal:
 * ``above`` / ``below``: the probability is at least / at most a threshold;
 * ``change``: the probability moves by at least ``value`` (up when positive,
   down when negative);
+* ``flip``: the probability crosses the threshold ``value``: up to at least
+  it when the sample is below, down to at most it otherwise (a decision flip);
 * ``rank_top`` / ``rank_drop``: the sample's rank by predicted probability
   within a cohort of rows becomes ``value`` or better / worse than ``value``.
   Rank 1 is the highest prediction, and ties count in the sample's favour.
@@ -56,6 +58,7 @@ GOAL_KINDS: dict[str, str] = {
     "above": "predicted CTR at least the value (a probability in (0, 1))",
     "below": "predicted CTR at most the value (a probability in (0, 1))",
     "change": "predicted CTR moves by at least the value (positive: up, negative: down)",
+    "flip": "predicted CTR crosses the value: up to at least it from below, down to at most it from above",
     "rank_top": "rank within the cohort becomes the value or better (1 = highest predicted CTR)",
     "rank_drop": "rank within the cohort becomes worse than the value",
 }
@@ -84,7 +87,7 @@ class Goal:
         if not np.isfinite(value):
             msg = f"goal {self.kind}: the value must be a finite number; got {self.value!r}"
             raise CounterfactualError(msg)
-        if self.kind in ("above", "below") and not 0 < value < 1:
+        if self.kind in ("above", "below", "flip") and not 0 < value < 1:
             msg = f"goal {self.kind}: the threshold is a probability and must lie strictly between 0 and 1; got {value}"
             raise CounterfactualError(msg)
         if self.kind == "change" and (value == 0 or not -1 < value < 1):
@@ -102,6 +105,8 @@ class Goal:
             return f"predicted CTR <= {self.value:.4g}"
         if self.kind == "change":
             return f"predicted CTR {'+' if self.value > 0 else '-'}{abs(self.value):.4g} or more"
+        if self.kind == "flip":
+            return f"predicted CTR across {self.value:.4g}"
         if self.kind == "rank_top":
             return f"rank {int(self.value)} or better in the cohort"
         return f"rank worse than {int(self.value)} in the cohort"
@@ -248,6 +253,8 @@ def goal_threshold(goal: Goal, prediction: float, cohort_predictions: np.ndarray
         return float(goal.value), "up"
     if goal.kind == "below":
         return float(goal.value), "down"
+    if goal.kind == "flip":
+        return float(goal.value), "up" if prediction < goal.value else "down"
     if goal.kind == "change":
         target = prediction + float(goal.value)
         if not 0 < target < 1:

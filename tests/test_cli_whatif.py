@@ -1,0 +1,161 @@
+"""``workbench counterfactuals`` and ``workbench sweep``: files equal the library's results, bad requests get one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import run_cli
+from workbench.bundle import load_bundle
+from workbench.counterfactual import find_counterfactuals
+from workbench.data import load_dataset
+from workbench.sweeps import sweep_field
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_FILE = REPO_ROOT / "sample_data" / "ad_clicks" / "test.parquet"
+DEEPFM = REPO_ROOT / "models" / "ad_clicks_deepfm"
+
+
+def test_counterfactuals_file_equals_library(tmp_path):
+    out = tmp_path / "cf.parquet"
+
+    status, stdout, stderr = run_cli(
+        [
+            "counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--row-ids", "3,8",
+            "--goal", "flip:0.3", "--immutable", "user_id,position", "--together", "item_id:category",
+            "--max-changes", "2", "--n-counterfactuals", "3",
+        ]
+    )  # fmt: skip
+
+    assert status == 0, stderr
+    frame = pd.read_parquet(out)
+    bundle = load_bundle(DEEPFM)
+    dataset = load_dataset(TEST_FILE, bundle.schema)
+    found = 0
+    for row in (3, 8):
+        expected = find_counterfactuals(
+            bundle.model, dataset, row, "flip:0.3", immutable=["user_id", "position"],
+            together=[("item_id", "category")], max_changes=2, n_counterfactuals=3,
+        )  # fmt: skip
+        lines = frame[frame["row"] == row].reset_index(drop=True)
+        if expected.found:
+            found += 1
+            table = expected.to_frame()
+            pd.testing.assert_frame_equal(lines[table.columns], table, check_dtype=False)
+        else:
+            assert lines["message"].tolist() == [expected.message]
+    assert not frame["field"].isin(["user_id", "position"]).any()
+    summary = json.loads(stdout)
+    assert summary["rows"] == 2
+    assert summary["found"] == found
+    assert summary["success_rate"] == found / 2
+
+
+def test_counterfactuals_reports_rows_without_result(tmp_path):
+    out = tmp_path / "cf.parquet"
+
+    status, stdout, _ = run_cli(
+        ["counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--rows", "2", "--goal", "above:0.999",
+         "--max-changes", "1"]
+    )  # fmt: skip
+
+    assert status == 0
+    frame = pd.read_parquet(out)
+    assert frame["row"].tolist() == [0, 1]
+    assert frame["field"].isna().all()
+    assert frame["message"].str.contains("No counterfactual exists").all()
+    assert json.loads(stdout)["success_rate"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--goal", "above:2"], "strictly between 0 and 1"),
+        (["--goal", "sideways:0.3"], "unknown goal"),
+        (["--goal", "above:0.5", "--immutable", "colour"], "unknown field(s) 'colour'"),
+        (["--goal", "above:0.5", "--together", "item_id"], "two fields joined by ':'"),
+        (["--goal", "above:0.5", "--min-count", "-1"], "--min-count must be >= 0"),
+        (["--goal", "above:0.5", "--time-limit", "0"], "seconds > 0"),
+        (["--goal", "rank_top:5", "--rows", "3"], "only 3 rows"),
+    ],
+)
+def test_counterfactuals_errors(tmp_path, options, message):
+    status, _, stderr = run_cli(
+        ["counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "cf.parquet"), "--rows", "3", *options]
+    )
+
+    assert status == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "cf.parquet").exists()
+
+
+def test_sweep_file_equals_library(tmp_path):
+    out, ice = tmp_path / "sweep.parquet", tmp_path / "ice.parquet"
+
+    status, stdout, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--ice", str(ice), "--rows", "200",
+         "--field", "position"]
+    )  # fmt: skip
+
+    assert status == 0, stderr
+    bundle = load_bundle(DEEPFM)
+    dataset = load_dataset(TEST_FILE, bundle.schema, max_rows=200)
+    expected = sweep_field(bundle.model, dataset, None, "position")
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected.to_frame(), check_dtype=False)
+    lines = pd.read_parquet(ice)
+    assert len(lines) == 200 * expected.n_values
+    first = lines[(lines["row"] == 17) & (lines["value"] == expected.values[2])]
+    assert first["output"].item() == pytest.approx(expected.ice[17, 2])
+    summary = json.loads(stdout)
+    assert list(summary["partial_dependence"]) == list(expected.values)
+    position_one = expected.values.index("1")
+    assert summary["partial_dependence"]["1"] == pytest.approx(expected.partial_dependence[position_one], abs=1e-6)
+
+
+def test_sweep_numeric_values(tmp_path):
+    out = tmp_path / "sweep.parquet"
+
+    status, stdout, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--rows", "50", "--field", "bid_price",
+         "--values", "0.2,0.5,1.5", "--output-space", "logit"]
+    )  # fmt: skip
+
+    assert status == 0, stderr
+    partial = json.loads(stdout)["partial_dependence"]
+    assert len(partial) == 3
+    values = list(partial.values())
+    # The planted bid effect is +0.4 * ln(bid / 0.5): higher bids raise the logit.
+    assert values[0] < values[1] < values[2]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--field", "colour"], "colour"),
+        (["--field", "history_categories"], "sequence"),
+        (["--field", "device", "--values", "fridge"], "fridge"),
+        (["--field", "bid_price", "--values", "cheap"], "must be numbers"),
+    ],
+)
+def test_sweep_errors(tmp_path, options, message):
+    status, _, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "sweep.parquet"), "--rows", "20", *options]
+    )
+
+    assert status == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+
+
+def test_sweep_rejects_same_output_files(tmp_path):
+    out = tmp_path / "sweep.parquet"
+    status, _, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--ice", str(out), "--field", "os"]
+    )
+    assert status == 2
+    assert "different files" in stderr
+    assert not out.exists()
