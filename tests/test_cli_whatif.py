@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +13,8 @@ from helpers import run_cli
 from workbench.bundle import load_bundle
 from workbench.counterfactual import find_counterfactuals
 from workbench.data import load_dataset
+from workbench.explain import explain
+from workbench.faithfulness import compare_explainers
 from workbench.sweeps import sweep_field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -159,3 +162,52 @@ def test_sweep_rejects_same_output_files(tmp_path):
     assert status == 2
     assert "different files" in stderr
     assert not out.exists()
+
+
+def test_faithfulness_file_equals_library(tmp_path):
+    out, curves = tmp_path / "faithfulness.parquet", tmp_path / "curves.parquet"
+
+    status, stdout, stderr = run_cli(
+        ["faithfulness", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--curves", str(curves), "--rows", "20",
+         "--methods", "exact_shapley,permutation_shapley", "--random-orders", "4", "--infidelity",
+         "--perturbations", "20"]
+    )  # fmt: skip
+
+    assert status == 0, stderr
+    bundle = load_bundle(DEEPFM)
+    dataset = load_dataset(TEST_FILE, bundle.schema, max_rows=20)
+    rows = np.arange(20)
+    scores = {
+        "exact_shapley": explain(bundle.model, dataset, rows, method="exact_shapley"),
+        "permutation_shapley": explain(bundle.model, dataset, rows, method="permutation_shapley", random_state=0),
+    }
+    expected = compare_explainers(
+        bundle.model, dataset, rows, scores, n_random=4, random_state=0, with_infidelity=True, n_perturbations=20
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected.to_frame(), check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(curves), expected.curve_frame(), check_dtype=False)
+    summary = json.loads(stdout)
+    assert summary["infidelity_normalised"] is False
+    shapley = summary["auc"]["exact_shapley deletion"]["mean"]
+    assert shapley == pytest.approx(expected.auc_mean("exact_shapley", "deletion"), abs=1e-5)
+    # Exact Shapley orders remove the fields that raise the logit first: a lower deletion AUC than random orders.
+    assert shapley < summary["auc"]["random deletion"]["mean"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--methods", "lime"], "unknown method 'lime'"),
+        (["--methods", "attention"], "has no field attention"),
+        (["--methods", "exact_shapley,exact_shapley"], "twice"),
+        (["--methods", "integrated_gradients", "--baseline", "pad"], "supports the baselines zero, oov"),
+    ],
+)
+def test_faithfulness_errors(tmp_path, options, message):
+    status, _, stderr = run_cli(
+        ["faithfulness", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "f.parquet"), "--rows", "5", *options]
+    )
+
+    assert status == 2
+    assert message in stderr
+    assert "Traceback" not in stderr

@@ -1,4 +1,4 @@
-"""The what-if commands of ``workbench``: counterfactuals and sweep.
+"""The what-if commands of ``workbench``: counterfactuals, sweep and faithfulness.
 
 :func:`add_commands` registers them on the parser that :mod:`workbench.cli`
 builds. Their errors go through the same one-line ``error:`` handling.
@@ -19,7 +19,16 @@ from workbench.bundle import load_bundle
 from workbench.cli import CLIError, _add_row_arguments, _check_out, _load_rows, _positive_int
 from workbench.counterfactual import GOAL_KINDS, CounterfactualError, find_counterfactuals, parse_goal
 from workbench.data import load_dataset
-from workbench.explain.game import OUTPUT_SPACES
+from workbench.explain import METHODS, explain
+from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS, count_players
+from workbench.explain.game import BACKGROUND_BASELINES, GAME_BASELINES, OUTPUT_SPACES
+from workbench.faithfulness import (
+    DEFAULT_N_PERTURBATIONS,
+    DEFAULT_N_RANDOM,
+    attention_field_scores,
+    compare_explainers,
+    has_pair_attention,
+)
 from workbench.sweeps import DEFAULT_TOP_K, sweep_field
 
 
@@ -54,7 +63,7 @@ def _positive_float(text: str) -> float:
 
 
 def add_commands(commands: Any) -> None:
-    """Add the counterfactuals and sweep commands to the ``workbench`` sub-command parser."""
+    """Add the counterfactuals, sweep and faithfulness commands to the ``workbench`` sub-command parser."""
     goals = "; ".join(f"{kind} ({text})" for kind, text in GOAL_KINDS.items())
     counterfactuals = commands.add_parser(
         "counterfactuals",
@@ -116,6 +125,46 @@ def add_commands(commands: Any) -> None:
     sweep.add_argument("--output-space", choices=list(OUTPUT_SPACES), default="probability", help="units (default: probability)")
     sweep.add_argument("--ice", type=Path, help="also write one Parquet line per (row, value) to this file")
     sweep.set_defaults(handler=run_sweep)
+
+    faithfulness = commands.add_parser(
+        "faithfulness",
+        help="compare explainers by deletion and insertion curves against random orders, and by infidelity",
+        description=(
+            "Explain the rows with each --methods entry, replay each ranking on the coalition game (deletion: remove "
+            "fields by decreasing attribution; insertion: add them to the baseline) and compare the areas under the "
+            "curves with those of random orders. Lower deletion and higher insertion AUC are more faithful. Writes "
+            "one Parquet line per (explainer, mode); --curves writes the mean curves. Prints the table as JSON."
+        ),
+    )
+    _add_row_arguments(faithfulness, verb="compare on", default_rows=100)
+    faithfulness.add_argument(
+        "--methods",
+        type=_field_list,
+        help=(
+            "comma-separated attribution methods, and 'attention' for models with field attention (AutoInt+) "
+            f"(default: exact_shapley up to {AUTO_EXACT_MAX_PLAYERS} fields, else permutation_shapley, plus "
+            "integrated_gradients and attention where available)"
+        ),
+    )
+    faithfulness.add_argument(
+        "--baseline",
+        choices=[name for name in GAME_BASELINES if name not in BACKGROUND_BASELINES],
+        default="zero",
+        help="what a removed field takes (default: zero)",
+    )
+    faithfulness.add_argument(
+        "--random-orders", type=_positive_int, default=DEFAULT_N_RANDOM, help=f"random orders per row (default: {DEFAULT_N_RANDOM})"
+    )
+    faithfulness.add_argument("--random-state", type=int, default=0, help="seed of random orders, sampling and drops (default: 0)")
+    faithfulness.add_argument("--infidelity", action="store_true", help="also compute captum's infidelity with field drops")
+    faithfulness.add_argument(
+        "--perturbations",
+        type=_positive_int,
+        default=DEFAULT_N_PERTURBATIONS,
+        help=f"field-drop draws per row for --infidelity (default: {DEFAULT_N_PERTURBATIONS})",
+    )
+    faithfulness.add_argument("--curves", type=Path, help="also write the mean curves (one line per explainer, mode, step)")
+    faithfulness.set_defaults(handler=run_faithfulness)
 
 
 def _no_result_line(row: int, message: str, prediction: float, goal: str) -> dict[str, Any]:
@@ -237,6 +286,87 @@ def run_sweep(args: argparse.Namespace) -> int:
         "partial_dependence": {
             str(value): round(float(pd_value), 6)
             for value, pd_value in zip(result.values, result.partial_dependence, strict=True)
+        },
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+ATTENTION = "attention"
+"""The --methods entry that ranks fields by the attention they receive (:func:`attention_field_scores`)."""
+
+
+def _faithfulness_methods(args: argparse.Namespace, model: Any) -> list[str]:
+    if args.methods is None:
+        first = "exact_shapley" if count_players(model, None) <= AUTO_EXACT_MAX_PLAYERS else "permutation_shapley"
+        return [first, "integrated_gradients"] + ([ATTENTION] if has_pair_attention(model) else [])
+    unknown = [name for name in args.methods if name != ATTENTION and name not in METHODS]
+    if unknown:
+        msg = f"--methods: unknown method {unknown[0]!r}; valid: {', '.join([*METHODS, ATTENTION])}"
+        raise CLIError(msg)
+    if ATTENTION in args.methods and not has_pair_attention(model):
+        msg = f"--methods attention: the {model.architecture} model has no field attention; autoint+ has"
+        raise CLIError(msg)
+    if len(set(args.methods)) != len(args.methods):
+        msg = f"--methods lists a method twice: {','.join(args.methods)}"
+        raise CLIError(msg)
+    return list(args.methods)
+
+
+def run_faithfulness(args: argparse.Namespace) -> int:
+    _check_out(args.out, args.overwrite)
+    if args.curves is not None:
+        _check_out(args.curves, args.overwrite)
+        if args.curves.resolve() == args.out.resolve():
+            msg = "--curves and --out must be different files"
+            raise CLIError(msg)
+    bundle = load_bundle(args.bundle)
+    model = bundle.model
+    methods = _faithfulness_methods(args, model)
+    dataset, rows = _load_rows(args, bundle)
+
+    scores: dict[str, Any] = {}
+    for name in methods:
+        if name == ATTENTION:
+            scores[name] = attention_field_scores(model, dataset, rows)
+            continue
+        options = {"random_state": args.random_state} if "random_state" in (METHODS[name].options or ()) else {}
+        if args.baseline not in METHODS[name].baselines:
+            msg = f"--methods {name} supports the baselines {', '.join(METHODS[name].baselines)}; got --baseline {args.baseline}"
+            raise CLIError(msg)
+        scores[name] = explain(model, dataset, rows, method=name, baseline=args.baseline, **options)
+    result = compare_explainers(
+        model,
+        dataset,
+        rows,
+        scores,
+        baseline=args.baseline,
+        n_random=args.random_orders,
+        random_state=args.random_state,
+        with_infidelity=args.infidelity,
+        n_perturbations=args.perturbations,
+        normalize_infidelity=ATTENTION in scores,
+    )
+
+    table = result.to_frame()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.out, index=False)
+    if args.curves is not None:
+        args.curves.parent.mkdir(parents=True, exist_ok=True)
+        result.curve_frame().to_parquet(args.curves, index=False)
+    summary = {
+        "out": str(args.out),
+        "rows": len(rows),
+        "baseline": args.baseline,
+        # Attention shares are not in output units, so with attention every infidelity is scale-normalised.
+        "infidelity_normalised": bool(args.infidelity and ATTENTION in scores),
+        "auc": {
+            f"{line.explainer} {line.mode}": {
+                "mean": round(float(line.auc_mean), 5),
+                "se": round(float(line.auc_se), 5),
+                **({} if np.isnan(line.infidelity_mean) else {"infidelity": round(float(line.infidelity_mean), 5)}),
+            }
+            for line in table.itertuples()
         },
     }
     print(json.dumps(summary, indent=2))

@@ -476,6 +476,15 @@ def infidelity(
 # --- attention as an explainer -----------------------------------------------------
 
 
+def _pair_attention_probes(model: CTRModel) -> list[Any]:
+    return [probe for probe in model_probes(model) if probe.kind == "attention" and probe.is_pair_map]
+
+
+def has_pair_attention(model: CTRModel) -> bool:
+    """Return whether the model has exactly one field x field attention probe, so :func:`attention_field_scores` works."""
+    return len(_pair_attention_probes(model)) == 1
+
+
 def attention_field_scores(
     model: CTRModel,
     data: Data,
@@ -503,7 +512,7 @@ def attention_field_scores(
         When the model has no such probe; :data:`PAIR_ATTENTION_ARCHITECTURES` lists the architectures that have one.
     """
     architecture = getattr(model, "architecture", type(model).__name__)
-    candidates = [probe for probe in model_probes(model) if probe.kind == "attention" and probe.is_pair_map]
+    candidates = _pair_attention_probes(model)
     if not candidates:
         msg = (
             f"{architecture} has no field x field attention probe, so attention cannot score its fields; "
