@@ -1,4 +1,5 @@
-"""CTR Workbench: ``streamlit run app.py`` opens the overview, field importance, sample explorer, interactions and probe pages."""
+"""CTR Workbench: ``streamlit run app.py`` opens the overview, field importance, sample explorer,
+interactions, probe and counterfactual pages."""
 
 from pathlib import Path
 
@@ -19,6 +20,7 @@ pages = [
     st.Page("workbench/app/pages/gates.py", title="Gates & masks", icon=":material/tune:"),
     st.Page("workbench/app/pages/attention.py", title="Attention", icon=":material/visibility:"),
     st.Page("workbench/app/pages/intrinsic.py", title="Intrinsic vs post-hoc", icon=":material/compare:"),
+    st.Page("workbench/app/pages/counterfactuals.py", title="Counterfactuals", icon=":material/swap_horiz:"),
 ]
 navigation = st.navigation(pages)
 sidebar.render()

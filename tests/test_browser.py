@@ -159,6 +159,30 @@ def test_explorer_waterfall_in_browser(app_url, browser, tiny_bundle_path, tiny_
     page.close()
 
 
+def test_counterfactuals_page_in_browser(app_url, browser, tiny_bundle_path, tiny_data_dir):
+    bundle = load_bundle(tiny_bundle_path)
+    dataset = load_dataset(tiny_data_dir / "ad_clicks" / "test.parquet", bundle.schema)
+    expected_ctr = figures.format_ctr(figures.sigmoid(float(predict_logits(bundle.model, dataset)[0])))
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+    page.get_by_role("link", name="Counterfactuals").click()
+    page.get_by_role("heading", name="What-if editor").wait_for()
+    page.get_by_role("heading", name="Field sweep").wait_for()
+
+    # Row 0 with no edit: the editor's "after" equals the row's own prediction.
+    after = page.locator("[data-testid='stMetric']").filter(has_text="Predicted CTR after")
+    after.get_by_text(expected_ctr, exact=True).wait_for()
+    assert page.get_by_text("Change a field value above").count() == 1
+    buttons = page.get_by_role("button").all_inner_texts()
+    assert "Search" in buttons
+    assert "Compare explainers" in buttons
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
+
+
 def test_typed_bad_bundle_in_browser(app_url, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(PAGE_TIMEOUT_MS)

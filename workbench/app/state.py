@@ -12,6 +12,9 @@ Cache rules:
   the cached result.
 * Counterfactual edits of a sequence model's history are not cached: each
   session keeps its own list of edits per data set row in ``st.session_state``.
+* The Counterfactuals page caches what-if edits by (data key, row, field
+  changes, history edits, attribution settings), searches by (data key, row,
+  search request), and sweeps and faithfulness comparisons by their options.
 """
 
 from __future__ import annotations
@@ -28,17 +31,22 @@ import streamlit as st
 import torch
 
 from workbench.app import rows, sources
+from workbench.app.counterfactual_views import ATTENTION_EXPLAINER, FaithfulnessRequest, HistoryEdits, SearchRequest
 from workbench.bundle import Bundle, BundleError, load_bundle
+from workbench.counterfactual import CounterfactualSearch, find_counterfactuals
 from workbench.data import CTRDataset, DataError, load_dataset
-from workbench.explain import Attribution, background_sample, explain, groups_from_json
+from workbench.explain import METHODS, Attribution, background_sample, explain, groups_from_json
 from workbench.explain.behaviours import BehaviourAttribution, behaviour_labels, explain_behaviours
 from workbench.explain.exact import ExactResult, exact_indices
 from workbench.explain.game import BACKGROUND_BASELINES
 from workbench.explain.integrated_gradients import DEFAULT_N_STEPS
+from workbench.faithfulness import FaithfulnessResult, attention_field_scores, compare_explainers
 from workbench.probes import ProbeCapture, capture_probes
 from workbench.schema import PAD_INDEX, SchemaError
 from workbench.sequence_edits import SequenceEdit, apply_edit, paired_values
+from workbench.sweeps import FieldSweep, sweep_field
 from workbench.training import evaluate
+from workbench.whatif import WhatIf, apply_changes, compare
 
 LOAD_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexError, OSError)
 """Exceptions a user-driven load can raise. Pages turn them into ``st.error``."""
@@ -507,3 +515,166 @@ def record_edit(data: LoadedData, row: int, edit: SequenceEdit) -> None:
 def clear_edits(data: LoadedData, row: int) -> None:
     """Forget the session's edits of ``row`` of the loaded data."""
     st.session_state.get(SEQUENCE_EDITS_KEY, {}).pop((data.key, int(row)), None)
+
+
+# --- what-if edits, counterfactual search and field sweeps ---------------------------------------------
+
+ChangeItems = tuple[tuple[str, object], ...]
+"""Field edits as (field, raw value) pairs in field order, hashable for the caches."""
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _what_if(
+    key: SourceKey, row: int, changes: ChangeItems, history: HistoryEdits, settings: AttributionSettings | None
+) -> WhatIf:
+    model = _bundle_of(key).model
+    before = _load_dataset(key).tensors(np.asarray([row]))
+    after = history.apply(model, apply_changes(model.schema, before, dict(changes)))
+    with _model_lock(key[0], key[1]):
+        if settings is None:
+            return compare(model, before, after, row=row, method=None)
+        return compare(
+            model,
+            before,
+            after,
+            row=row,
+            method=settings.method,
+            baseline=settings.baseline,
+            players=None if settings.groups is None else json.loads(settings.groups),
+            output_space=settings.output_space,
+            background=_background(key, settings, seed=0),
+        )
+
+
+def what_if(
+    data: LoadedData,
+    row: int,
+    changes: dict[str, object],
+    history: HistoryEdits | None = None,
+    settings: AttributionSettings | None = None,
+) -> WhatIf:
+    """Set fields of ``row`` to new raw values, edit its history, and predict before and after (cached).
+
+    ``changes`` maps field names to raw values (``workbench.whatif.encode_change``);
+    ``history`` edits a sequence model's history after them. Without
+    ``settings`` only the predictions are computed, which takes milliseconds.
+    With them, both rows are also explained with ``settings.method``
+    (``"auto"``: exact Shapley values up to 16 players). Raises ValueError or
+    IndexError with the reason when a value, an edit or the row is not valid.
+    """
+    items = tuple((name, changes[name]) for name in data.bundle.schema.field_names if name in changes)
+    unknown = [name for name in changes if name not in data.bundle.schema.field_names]
+    if unknown:
+        msg = f"no field named {unknown[0]!r}; fields: {', '.join(data.bundle.schema.field_names)}"
+        raise ValueError(msg)
+    return _what_if(
+        data.key, int(row), items, history or HistoryEdits(), None if settings is None else settings.normalised()
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner="Searching for counterfactuals…")
+def _counterfactual_search(key: SourceKey, row: int, request: SearchRequest) -> CounterfactualSearch:
+    dataset = _load_dataset(key)
+    cohort = rows.sample_rows(len(dataset), request.cohort_rows, request.cohort_seed) if request.needs_cohort else None
+    with _model_lock(key[0], key[1]):
+        return find_counterfactuals(
+            _bundle_of(key).model, dataset, row, request.goal, cohort_rows=cohort, **request.options()
+        )
+
+
+def counterfactual_search(data: LoadedData, row: int, request: SearchRequest) -> CounterfactualSearch:
+    """Search for the fewest substitutions that bring ``row``'s prediction to the request's goal (cached).
+
+    The data set is also the reference for linked fields and the numeric
+    grid. Rank goals rank the row within ``request.cohort_rows`` rows drawn
+    with ``request.cohort_seed``. Raises ``CounterfactualError`` (a
+    ValueError) for an invalid goal or constraint.
+    """
+    return _counterfactual_search(data.key, int(row), request)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _field_sweep(key: SourceKey, field: str, n_rows: int, seed: int, top_k: int, output_space: str) -> FieldSweep:
+    dataset = _load_dataset(key)
+    row_numbers = rows.sample_rows(len(dataset), n_rows, seed)
+    report, done = _progress_bar(f"Sweeping {field} over {row_numbers.size:,} rows")
+    try:
+        with _model_lock(key[0], key[1]):
+            return sweep_field(
+                _bundle_of(key).model,
+                dataset,
+                row_numbers,
+                field,
+                top_k=top_k,
+                grid_points=top_k,
+                output_space=output_space,
+                progress=report,
+            )
+    finally:
+        done()
+
+
+def field_sweep(data: LoadedData, field: str, n_rows: int, seed: int, *, top_k: int, output_space: str) -> FieldSweep:
+    """Sweep ``field`` over a seeded random cohort of ``n_rows`` rows: ICE curves and partial dependence (cached).
+
+    A categorical field takes its ``top_k`` most frequent training values; a
+    numeric field a grid of ``top_k`` quantiles of the loaded data. Raises
+    ValueError with the reason for a field or option the sweep rejects.
+    """
+    return _field_sweep(data.key, str(field), int(n_rows), int(seed), int(top_k), str(output_space))
+
+
+def _explainer_scores(
+    key: SourceKey, row_numbers: np.ndarray, request: FaithfulnessRequest, game: dict
+) -> dict[str, Attribution | np.ndarray]:
+    """Run each requested explainer on the rows; Integrated Gradients always in logit space, the only one it has."""
+    model = _bundle_of(key).model
+    dataset = _load_dataset(key)
+    scores: dict[str, Attribution | np.ndarray] = {}
+    for name in request.explainers:
+        if name == ATTENTION_EXPLAINER:
+            scores[name] = attention_field_scores(model, dataset, row_numbers, players=game["players"])
+            continue
+        options = {"random_state": request.seed} if "random_state" in (METHODS[name].options or ()) else {}
+        space = "logit" if name == "integrated_gradients" else game["output_space"]
+        scores[name] = explain(model, dataset, row_numbers, method=name, **{**game, "output_space": space}, **options)
+    return scores
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the explainers' deletion and insertion curves…")
+def _faithfulness(key: SourceKey, request: FaithfulnessRequest) -> FaithfulnessResult:
+    dataset = _load_dataset(key)
+    row_numbers = rows.sample_rows(len(dataset), request.n_rows, request.seed)
+    settings = AttributionSettings(baseline=request.baseline, background_rows=request.background_rows)
+    game = {
+        "baseline": request.baseline,
+        "players": None if request.groups is None else json.loads(request.groups),
+        "output_space": request.output_space,
+        "background": _background(key, settings, request.seed),
+    }
+    with _model_lock(key[0], key[1]):
+        scores = _explainer_scores(key, row_numbers, request, game)
+        return compare_explainers(
+            _bundle_of(key).model,
+            dataset,
+            row_numbers,
+            scores,
+            **game,
+            n_random=request.n_random,
+            random_state=request.seed,
+            with_infidelity=request.with_infidelity,
+            n_perturbations=request.n_perturbations,
+            normalize_infidelity=request.normalize_infidelity,
+        )
+
+
+def faithfulness(data: LoadedData, request: FaithfulnessRequest) -> FaithfulnessResult:
+    """Compare the requested explainers' deletion and insertion curves and infidelity on a seeded cohort (cached).
+
+    Raises ValueError with the reason for an explainer, baseline, grouping or
+    option the library rejects.
+    """
+    if not request.explainers:
+        msg = "choose at least one explainer to compare with the random orders"
+        raise ValueError(msg)
+    return _faithfulness(data.key, request)
