@@ -479,11 +479,13 @@ def test_numeric_range_in_raw_units():
     age = counterfactual_views.numeric_range(dataset, schema["age"], 2)
     # Row 2 has no age, so the model saw the training mean (18 + 30 + 24 + 21) / 4.
     assert age == counterfactual_views.NumericRange(low=18.0, high=30.0, step=1.0, value=23.25)
+    assert age.format == "%.0f"
     price = counterfactual_views.numeric_range(dataset, schema["price"], 1)
     assert price.step == pytest.approx(0.01)
     assert price.low == pytest.approx(0.5)
     assert price.high == pytest.approx(3.0)
     assert price.value == 1.25
+    assert price.format == "%.2f"
 
 
 def test_changed_values_and_editable_fields():

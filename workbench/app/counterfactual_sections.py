@@ -169,6 +169,7 @@ def _numeric_widget(container: Any, field: Any, bounds: counterfactual_views.Num
             min_value=low,
             max_value=high,
             step=bounds.step,
+            format=bounds.format,
             key=key,
             help=f"Raw units; the range is the one observed in the loaded data ({low:g} to {high:g}). Row value: {bounds.value:g}.",
         )
@@ -600,9 +601,15 @@ def sweep_section(data: state.LoadedData) -> None:
     )
 
     schema = data.bundle.schema
-    columns = st.columns(4)
     fields = counterfactual_views.searchable_fields(schema)
+    if not fields:
+        st.info("This model has no categorical or numeric field to sweep; histories and dense vectors are not swept.")
+        return
     _keep_option("cf_sweep_field", fields)
+    # Sweeping user ids shows little, so the first other field is the default.
+    users = set(counterfactual_views.default_immutable(schema))
+    _default("cf_sweep_field", next((name for name in fields if name not in users), fields[0]))
+    columns = st.columns(4)
     field = columns[0].selectbox("Field", fields, key="cf_sweep_field")
     top_k = columns[1].number_input(
         "Values",

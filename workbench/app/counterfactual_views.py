@@ -104,6 +104,11 @@ class NumericRange:
     step: float
     value: float
 
+    @property
+    def format(self) -> str:
+        """Return the slider's printf format, with as many decimals as the step has (``%.0f`` for integers)."""
+        return f"%.{max(0, -math.floor(math.log10(self.step)))}f"
+
 
 def _step(span: float, integers: bool) -> float:
     if integers:
