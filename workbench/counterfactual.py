@@ -40,6 +40,7 @@ attribution is sampled.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -323,6 +324,7 @@ class _PairIndex:
         b = np.asarray(reference.inputs[second]).astype(np.int64)
         self.width = int(max(a.max(initial=0), b.max(initial=0))) + 1
         self.seen = np.unique(a * self.width + b)
+        self._seen_codes = set(self.seen.tolist())
 
     def allowed(self, values_first: np.ndarray, value_second: int) -> np.ndarray:
         """Mask over ``values_first``: True where the pair with ``value_second`` was seen."""
@@ -335,7 +337,7 @@ class _PairIndex:
         return np.isin(codes, self.seen)
 
     def seen_pair(self, value_first: int, value_second: int) -> bool:
-        return bool(np.isin(int(value_first) * self.width + int(value_second), self.seen))
+        return int(value_first) * self.width + int(value_second) in self._seen_codes
 
 
 # --- the search -----------------------------------------------------------------------
@@ -722,7 +724,7 @@ def find_counterfactuals(
         return True
 
     solutions: list[_State] = []
-    solution_keys: list[frozenset[tuple[str, int]]] = []
+    solution_keys: set[frozenset[tuple[str, int]]] = set()
     best_single: dict[str, tuple[int, float, float]] = {}  # field -> (position, margin, logit)
     single_scores: dict[str, np.ndarray] = {}  # field -> margin per candidate position (NaN when not scored)
     closest: _State | None = None
@@ -777,11 +779,11 @@ def find_counterfactuals(
                 if closest is None or state.margin > closest.margin:
                     closest = state
                 if margin >= 0 and consistent(state_changes):
-                    if any(found <= key for found in solution_keys):
+                    if _contains_solution(key, solution_keys):
                         continue
                     if len(solutions) < MAX_STORED_SOLUTIONS:
                         solutions.append(state)
-                        solution_keys.append(key)
+                        solution_keys.add(key)
                 else:
                     new_states.append(state)
         if evaluator.stopped is not None:
@@ -841,6 +843,18 @@ def find_counterfactuals(
         exhaustive=exhaustive,
         message=message,
         closest=None if chosen or closest is None else as_counterfactual(closest),
+    )
+
+
+def _contains_solution(key: frozenset[tuple[str, int]], solutions: set[frozenset[tuple[str, int]]]) -> bool:
+    """Return whether a proper subset of the changes ``key`` is already a solution.
+
+    A key has at most ``max_changes`` items, so its subsets are few, and each
+    lookup is a set membership test instead of a scan of all solutions.
+    """
+    items = tuple(key)
+    return any(
+        frozenset(subset) in solutions for size in range(1, len(items)) for subset in itertools.combinations(items, size)
     )
 
 
