@@ -25,7 +25,7 @@ from workbench.counterfactual import Change, Counterfactual, CounterfactualSearc
 from workbench.data import encode, load_dataset
 from workbench.explain import explain
 from workbench.explain.result import Attribution
-from workbench.faithfulness import compare_explainers
+from workbench.faithfulness import compare_explainers, has_pair_attention
 from workbench.schema import Field, Schema, fit_schema
 from workbench.sequence_edits import drop_behaviours, insert_behaviour, item_labels, move_to_recent, paired_values
 from workbench.sweeps import sweep_field
@@ -347,7 +347,7 @@ def test_faithfulness_explainers_offered():
     assert "exact_shapley" not in offered
     assert default == ["permutation_shapley", "integrated_gradients"]
     attention_model = build_tiny_model("autoint+", synthetic_splits(n_train=200, n_valid=10, n_test=10).schema)
-    assert counterfactual_views.has_field_attention(attention_model)
+    assert has_pair_attention(attention_model)
     assert counterfactual_views.faithfulness_explainers(attention_model, 5)[1][-1] == "attention"
 
 

@@ -19,7 +19,7 @@ import torch
 from workbench.counterfactual import SEARCHABLE_KINDS, Counterfactual, CounterfactualSearch
 from workbench.data import CTRDataset
 from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS
-from workbench.probes import model_probes
+from workbench.faithfulness import has_pair_attention
 from workbench.schema import OOV_TOKEN, PAD_INDEX, PAD_TOKEN, Field, Schema, decode_value
 from workbench.sequence_edits import drop_behaviours, insert_behaviour, move_to_recent, reverse_history
 from workbench.whatif import value_choices
@@ -388,12 +388,6 @@ FAITHFULNESS_EXPLAINERS = {
 """Explainers the faithfulness section can compare, with their descriptions."""
 
 
-def has_field_attention(model: Any) -> bool:
-    """Return whether the model has exactly one field x field attention probe (AutoInt+), which can score fields."""
-    probes = [probe for probe in model_probes(model) if probe.kind == "attention" and probe.is_pair_map]
-    return len(probes) == 1
-
-
 def faithfulness_explainers(model: Any, n_players: int) -> tuple[list[str], list[str]]:
     """Return the explainers this model can offer and those selected by default.
 
@@ -406,7 +400,7 @@ def faithfulness_explainers(model: Any, n_players: int) -> tuple[list[str], list
         name
         for name in FAITHFULNESS_EXPLAINERS
         if (name != "exact_shapley" or n_players <= AUTO_EXACT_MAX_PLAYERS)
-        and (name != ATTENTION_EXPLAINER or has_field_attention(model))
+        and (name != ATTENTION_EXPLAINER or has_pair_attention(model))
     ]
     shapley = "exact_shapley" if "exact_shapley" in offered else "permutation_shapley"
     default = [shapley, "integrated_gradients", *([ATTENTION_EXPLAINER] if ATTENTION_EXPLAINER in offered else [])]
