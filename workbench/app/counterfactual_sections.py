@@ -112,7 +112,7 @@ def _default(key: str, value: Any) -> None:
 def row_section(data: state.LoadedData) -> int:
     """Show the row picker with the row's prediction and label; return the row."""
     dataset = data.dataset
-    columns = st.columns(4)
+    columns = st.columns(3)
     row = controls.row_input(columns[0], len(dataset), key="cf_row")
     try:
         current = state.what_if(data, row, {})
@@ -126,7 +126,6 @@ def row_section(data: state.LoadedData) -> int:
         help=f"click probability {current.prediction_before:.6f}, logit {current.logit_before:+.4f}",
     )
     columns[2].metric("Label", "click" if label == 1 else "no click", help=f"{dataset.schema.label} = {label}")
-    columns[3].metric("Row", f"{row:,}")
     return row
 
 
