@@ -19,7 +19,7 @@ from workbench.counterfactual import (
 )
 from workbench.data import encode, load_dataset
 from workbench.schema import Field, Schema, fit_schema
-from workbench.whatif import apply_changes, predict_logits
+from workbench.whatif import apply_changes, forward_logits
 from workbench.zoo import build_model
 
 N_ROWS = 1_500
@@ -144,7 +144,7 @@ def test_lr_fewest_changes_match_closed_form(lr, needed):
     model, data = lr
     immutable = ["user_id"]
     for row in (0, 7, 21):
-        logit = float(predict_logits(model, data.tensors(np.asarray([row])))[0])
+        logit = float(forward_logits(model, data.tensors(np.asarray([row])))[0])
         threshold = float(_sigmoid(logit + needed))
         expected = _minimal_changes(_lr_single_gains(model, data, row, immutable), needed, max_changes=4)
         result = find_counterfactuals(model, data, row, Goal("above", threshold), immutable=immutable, max_changes=4)
@@ -175,8 +175,8 @@ def test_position_is_decisive(deepfm):
     immutable = ["user_id", "item_id", "advertiser", "category", "site"]
     for row in rows:
         sample = data.tensors(np.asarray([row]))
-        moved = predict_logits(model, apply_changes(model.schema, sample, {"position": "1"}))[0]
-        logit = predict_logits(model, sample)[0]
+        moved = forward_logits(model, apply_changes(model.schema, sample, {"position": "1"}))[0]
+        logit = forward_logits(model, sample)[0]
         # Just below what moving to position 1 gives, so only that single change (or nothing single) reaches it.
         threshold = float(_sigmoid(logit + 0.95 * (moved - logit)))
         result = find_counterfactuals(model, data, int(row), Goal("above", threshold), immutable=immutable)
@@ -203,7 +203,7 @@ def _reaches_with_one_change(model, data, row, immutable, threshold):
             )
         batch = {name: x.repeat_interleave(len(values), dim=0) for name, x in sample.items()}
         batch[field.name] = values.to(batch[field.name].dtype)
-        best = max(best, float(predict_logits(model, batch).max()))
+        best = max(best, float(forward_logits(model, batch).max()))
     return best >= _logit(threshold)
 
 
@@ -218,7 +218,7 @@ def test_immutable_position_needs_two_changes(deepfm):
     fewest_seen = []
     for row in rows:
         sample = data.tensors(np.asarray([row]))
-        logit = float(predict_logits(model, sample)[0])
+        logit = float(forward_logits(model, sample)[0])
         threshold = float(_sigmoid(logit + 1.2))
         result = find_counterfactuals(model, data, int(row), Goal("above", threshold), immutable=immutable)
         assert result.found, result.message
@@ -236,7 +236,7 @@ def test_immutable_position_needs_two_changes(deepfm):
             )
             # The reported prediction is the model's prediction for the reported changes.
             reported = counterfactual.prediction
-            assert float(_sigmoid(predict_logits(model, edited)[0])) == pytest.approx(reported, abs=1e-6)
+            assert float(_sigmoid(forward_logits(model, edited)[0])) == pytest.approx(reported, abs=1e-6)
     assert 2 in fewest_seen
 
 
@@ -340,7 +340,7 @@ def test_rank_goal_reaches_rank(deepfm):
     row = 11
     result = find_counterfactuals(model, data, row, Goal("rank_top", 20), cohort_rows=cohort)
     assert result.found, result.message
-    others = _sigmoid(predict_logits(model, data.tensors(cohort[cohort != row])))
+    others = _sigmoid(forward_logits(model, data.tensors(cohort[cohort != row])))
     prediction = result.counterfactuals[0].prediction
     assert 1 + int(np.sum(others > prediction)) <= 20
     assert result.parameters["rank_before"] == 1 + int(np.sum(others > result.prediction_before))

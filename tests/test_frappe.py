@@ -14,10 +14,12 @@ import pytest
 from helpers import FRAPPE_FIELDS, FRAPPE_TEST_ROWS, FRAPPE_WEATHER, run_cli
 from helpers import frappe_run, one_torch_thread  # noqa: F401 (fixtures)
 from workbench.bundle import load_bundle, save_bundle
+from workbench.counterfactual import find_counterfactuals
 from workbench.data import load_dataset, read_frame
 from workbench.explain import integrated_gradients
 from workbench.schema import OOV_TOKEN
 from workbench.training import predict_logits
+from workbench.whatif import forward_logits
 
 pytestmark = pytest.mark.frappe
 
@@ -101,3 +103,20 @@ def test_frappe_ig_raw_values_match_file(frappe_run, attribution):
         in_file = frame[name].astype(str).to_numpy()
         known = displayed != OOV_TOKEN
         assert (displayed[known] == in_file[known]).all(), name
+
+
+def test_frappe_counterfactuals_flip_within_budget(bundle, test_set):
+    """A batch of Frappe rows: with the user fixed, every row's decision at 0.5 flips within the budget."""
+    rows = np.random.default_rng(0).choice(len(test_set), size=20, replace=False)
+    logits = forward_logits(bundle.model, test_set.tensors(rows))
+    for row, logit in zip(rows, logits, strict=True):
+        result = find_counterfactuals(
+            bundle.model, test_set, int(row), "flip:0.5", immutable=["user"], max_evaluations=50_000
+        )
+        assert result.found, result.message
+        assert result.evaluations <= 50_000
+        assert result.stopped is None
+        for counterfactual in result.counterfactuals:
+            assert "user" not in counterfactual.changed_fields
+            # The prediction lands on the other side of 0.5 from where the row started.
+            assert (counterfactual.prediction >= 0.5) == (logit < 0)

@@ -53,7 +53,7 @@ import torch
 from workbench.data import CTRDataset
 from workbench.explain.api import explain, resolve_method
 from workbench.schema import Field, decode_value
-from workbench.whatif import predict_logits
+from workbench.whatif import forward_logits
 
 GOAL_KINDS: dict[str, str] = {
     "above": "predicted CTR at least the value (a probability in (0, 1))",
@@ -397,7 +397,7 @@ class _Evaluator:
                 name: torch.from_numpy(np.concatenate([inputs[name] for _, inputs in pending]))
                 for name in self.sample
             }
-            logits = predict_logits(self.model, merged, chunk_size=self.chunk_size)
+            logits = forward_logits(self.model, merged, chunk_size=self.chunk_size)
             start = 0
             for index, inputs in pending:
                 n = len(next(iter(inputs.values())))
@@ -604,7 +604,7 @@ def find_counterfactuals(
         raise CounterfactualError(msg)
 
     sample = data.tensors(np.asarray([row]))
-    logit_before = float(predict_logits(model, sample)[0])
+    logit_before = float(forward_logits(model, sample)[0])
     prediction_before = float(1 / (1 + np.exp(-logit_before)))
     cohort_predictions = None
     if goal.kind in ("rank_top", "rank_drop"):
@@ -613,7 +613,7 @@ def find_counterfactuals(
             msg = f"cohort_rows must lie in 0..{len(data) - 1}"
             raise CounterfactualError(msg)
         cohort = cohort[cohort != row]
-        cohort_logits = predict_logits(model, data.tensors(cohort), chunk_size=chunk_size)
+        cohort_logits = forward_logits(model, data.tensors(cohort), chunk_size=chunk_size)
         cohort_predictions = 1 / (1 + np.exp(-cohort_logits))
     threshold, direction = goal_threshold(goal, prediction_before, cohort_predictions)
     threshold_logit = _logit(threshold)

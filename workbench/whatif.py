@@ -205,7 +205,7 @@ class WhatIf:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], *, chunk_size: int = 4_096) -> np.ndarray:
+def forward_logits(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], *, chunk_size: int = 4_096) -> np.ndarray:
     """Forward ``inputs`` in eval mode, ``chunk_size`` rows at a time, and return float64 logits of shape (n_rows,).
 
     The model's previous train or eval mode is restored afterwards.
@@ -262,7 +262,7 @@ def compare(
     values_before = displayed_values(schema, before)
     values_after = displayed_values(schema, after)
     both = {name: torch.cat([before[name], after[name].to(before[name].dtype)]) for name in schema.field_names}
-    logits = predict_logits(model, both)
+    logits = forward_logits(model, both)
     result = WhatIf(row, values_before, values_after, float(logits[0]), float(logits[1]))
     if method is None:
         return result
