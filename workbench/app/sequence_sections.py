@@ -134,8 +134,8 @@ def explorer_section(data: state.LoadedData, row: int, *, baseline: str, n_steps
     st.header("Sequence explorer")
     st.caption(
         "Each past behaviour of the history is one player; the other fields are the rest. A removed behaviour "
-        "leaves the history, so it also leaves the attention. Baseline and integration steps come from the "
-        "attribution settings above."
+        "leaves the history, so it also leaves the attention. The other fields' baseline, and the integration "
+        "steps when Integrated Gradients is chosen, come from the attribution settings above."
     )
     columns = st.columns(2)
     method = columns[0].selectbox(
@@ -218,7 +218,6 @@ def _attribution_view(row: int, attribution: BehaviourAttribution) -> None:
 
 def _edit_options(data: state.LoadedData, action: str, attribution: BehaviourAttribution) -> dict:
     """Show the inputs of one action and return the keyword arguments of its edit."""
-    model = data.bundle.model
     present = attribution.present[0]
     positions = sequence_views.present_positions(present)
     label = {p: sequence_views.behaviour_label(p, attribution.items[0][p]) for p in positions}
@@ -226,8 +225,9 @@ def _edit_options(data: state.LoadedData, action: str, attribution: BehaviourAtt
         chosen = st.multiselect("Behaviours to drop", positions, format_func=label.get, key="sequence_drop_positions")
         return {"positions": chosen}
     if action == "drop_top_k":
+        # At most the behaviours this row has, so every allowed k drops k behaviours.
         k = st.number_input(
-            "k", min_value=1, max_value=model.history_length, value=1, key="sequence_top_k",
+            "k", min_value=1, max_value=max(1, len(positions)), value=1, key="sequence_top_k",
             help="Number of behaviours with the largest attribution (shown above) to drop.",
         )
         return {"k": int(k), "attribution": attribution, "sample": 0}
