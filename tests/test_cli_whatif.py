@@ -13,7 +13,7 @@ from helpers import run_cli
 from workbench.bundle import load_bundle
 from workbench.counterfactual import find_counterfactuals
 from workbench.data import load_dataset
-from workbench.explain import explain
+from workbench.explain import background_sample, explain
 from workbench.faithfulness import compare_explainers
 from workbench.sweeps import sweep_field
 
@@ -82,7 +82,6 @@ def test_counterfactuals_reports_rows_without_result(tmp_path):
         (["--goal", "above:0.5", "--together", "item_id"], "two fields joined by ':'"),
         (["--goal", "above:0.5", "--min-count", "-1"], "--min-count must be >= 0"),
         (["--goal", "above:0.5", "--time-limit", "0"], "seconds > 0"),
-        (["--goal", "rank_top:5", "--rows", "3"], "only 3 rows"),
     ],
 )
 def test_counterfactuals_errors(tmp_path, options, message):
@@ -96,6 +95,47 @@ def test_counterfactuals_errors(tmp_path, options, message):
     assert not (tmp_path / "cf.parquet").exists()
 
 
+def test_counterfactuals_rows_do_not_shrink_cohort(tmp_path):
+    """--rows picks the rows to search; the cohort of a rank goal is still the whole file."""
+    outputs = []
+    for selection in (["--rows", "4"], ["--row-ids", "0,1,2,3"]):
+        out = tmp_path / f"cf{len(outputs)}.parquet"
+        status, _, stderr = run_cli(
+            ["counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--goal", "rank_top:200", *selection]
+        )
+        assert status == 0, stderr
+        outputs.append(pd.read_parquet(out))
+    pd.testing.assert_frame_equal(outputs[0], outputs[1])
+    ranks = outputs[0]["rank_after"].dropna()
+    assert len(ranks)
+    assert (ranks <= 200).all()
+
+
+def test_counterfactuals_batch_goes_on_after_unreachable_row(tmp_path):
+    out = tmp_path / "cf.parquet"
+
+    status, stdout, stderr = run_cli(
+        ["counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--rows", "8", "--goal", "change:+0.7"]
+    )
+
+    assert status == 0, stderr
+    frame = pd.read_parquet(out)
+    assert sorted(frame["row"].unique()) == list(range(8))
+    assert frame["message"].str.contains("outside \\(0, 1\\)").any()
+    assert json.loads(stdout)["rows"] == 8
+
+
+def test_counterfactuals_counts_already_met(tmp_path):
+    status, stdout, _ = run_cli(
+        ["counterfactuals", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "cf.parquet"), "--rows", "3",
+         "--goal", "above:0.001"]
+    )  # fmt: skip
+    assert status == 0
+    summary = json.loads(stdout)
+    assert summary["already_met"] == 3
+    assert summary["found"] == 0
+
+
 def test_sweep_file_equals_library(tmp_path):
     out, ice = tmp_path / "sweep.parquet", tmp_path / "ice.parquet"
 
@@ -106,8 +146,8 @@ def test_sweep_file_equals_library(tmp_path):
 
     assert status == 0, stderr
     bundle = load_bundle(DEEPFM)
-    dataset = load_dataset(TEST_FILE, bundle.schema, max_rows=200)
-    expected = sweep_field(bundle.model, dataset, None, "position")
+    dataset = load_dataset(TEST_FILE, bundle.schema)
+    expected = sweep_field(bundle.model, dataset, np.arange(200), "position")
     pd.testing.assert_frame_equal(pd.read_parquet(out), expected.to_frame(), check_dtype=False)
     lines = pd.read_parquet(ice)
     assert len(lines) == 200 * expected.n_values
@@ -152,6 +192,15 @@ def test_sweep_errors(tmp_path, options, message):
     assert status == 2
     assert message in stderr
     assert "Traceback" not in stderr
+
+
+def test_sweep_grid_points(tmp_path):
+    status, stdout, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "s.parquet"), "--rows", "30",
+         "--field", "user_age", "--grid-points", "3"]
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert len(json.loads(stdout)["partial_dependence"]) == 3
 
 
 def test_sweep_rejects_same_output_files(tmp_path):
@@ -201,6 +250,8 @@ def test_faithfulness_file_equals_library(tmp_path):
         (["--methods", "attention"], "has no field attention"),
         (["--methods", "exact_shapley,exact_shapley"], "twice"),
         (["--methods", "integrated_gradients", "--baseline", "pad"], "supports the baselines zero, oov"),
+        (["--methods", ""], "--methods is empty"),
+        (["--background-rows", "10"], "only with --baseline mean or expectation"),
     ],
 )
 def test_faithfulness_errors(tmp_path, options, message):
@@ -211,3 +262,25 @@ def test_faithfulness_errors(tmp_path, options, message):
     assert status == 2
     assert message in stderr
     assert "Traceback" not in stderr
+
+
+def test_faithfulness_mean_baseline(tmp_path):
+    out = tmp_path / "f.parquet"
+    status, stdout, stderr = run_cli(
+        ["faithfulness", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--rows", "10", "--methods",
+         "exact_shapley", "--baseline", "mean", "--background-rows", "50", "--random-orders", "3"]
+    )  # fmt: skip
+    assert status == 0, stderr
+    bundle = load_bundle(DEEPFM)
+    everything = load_dataset(TEST_FILE, bundle.schema)
+    dataset = load_dataset(TEST_FILE, bundle.schema, max_rows=10)
+    background = background_sample(everything, 50, seed=0)
+    shapley = explain(bundle.model, dataset, None, method="exact_shapley", baseline="mean", background=background)
+    expected = compare_explainers(
+        bundle.model, dataset, None, {"exact_shapley": shapley}, baseline="mean", background=background, n_random=3
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected.to_frame(), check_dtype=False)
+    summary = json.loads(stdout)
+    assert summary["baseline"] == "mean"
+    minus_random = summary["auc"]["exact_shapley deletion"]["minus_random_mean"]
+    assert minus_random == pytest.approx(expected.to_frame().iloc[0]["auc_minus_random_mean"], abs=1e-5)

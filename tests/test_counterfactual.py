@@ -299,6 +299,7 @@ def test_already_met_goal(lr):
     model, data = lr
     result = find_counterfactuals(model, data, 0, "above:0.0001")
     assert not result.found
+    assert result.already_met
     assert "already meets" in result.message
     assert result.evaluations == 0
 
@@ -343,6 +344,8 @@ def test_rank_goal_reaches_rank(deepfm):
     others = _sigmoid(forward_logits(model, data.tensors(cohort[cohort != row])))
     prediction = result.counterfactuals[0].prediction
     assert 1 + int(np.sum(others > prediction)) <= 20
+    assert result.counterfactuals[0].rank == 1 + int(np.sum(others > prediction))
+    assert result.to_frame()["rank_after"].iloc[0] == result.counterfactuals[0].rank
     assert result.parameters["rank_before"] == 1 + int(np.sum(others > result.prediction_before))
 
 
@@ -374,3 +377,57 @@ def test_to_frame_lines(deepfm):
     assert len(frame) == sum(cf.n_changes for cf in result.counterfactuals)
     assert sorted(frame["counterfactual"].unique().tolist()) == [1, 2, 3]
     assert (frame["value_before"] != frame["value_after"]).all()
+
+
+def test_linked_fields_change_together(deepfm):
+    """With item and category linked, a new category comes with an item of that category."""
+    model, data = deepfm
+    raw = data.raw_values()
+    seen = set(zip(raw["item_id"], raw["category"], strict=True))
+    immutable = [name for name in model.schema.field_names if name not in ("item_id", "category")]
+    result = find_counterfactuals(
+        model, data, 0, Goal("change", 0.02), immutable=immutable, together={"item_id": ["category"]},
+        max_changes=2, n_counterfactuals=10,
+    )  # fmt: skip
+    assert result.found, result.message
+    both = [cf for cf in result.counterfactuals if set(cf.changed_fields) == {"item_id", "category"}]
+    assert both
+    for counterfactual in result.counterfactuals:
+        values = dict(raw.iloc[0])
+        values.update({change.field: change.after for change in counterfactual.changes})
+        assert (values["item_id"], values["category"]) in seen
+    # The category alone never changes: the row's item was seen with its own category only.
+    assert all(cf.changed_fields != ("category",) for cf in result.counterfactuals)
+
+
+def test_results_are_distinct(deepfm):
+    model, data = deepfm
+    for goal in ("above:0.5", "flip:0.3"):
+        result = find_counterfactuals(model, data, 3, goal, n_counterfactuals=10)
+        keys = [frozenset((change.field, change.after) for change in cf.changes) for cf in result.counterfactuals]
+        assert len(keys) == len(set(keys))
+
+
+def test_unreachable_change_goal_returns_message(lr):
+    model, data = lr
+    result = find_counterfactuals(model, data, 0, Goal("change", 0.99))
+    assert not result.found
+    assert "outside (0, 1)" in result.message
+    assert result.evaluations == 0
+
+
+def test_no_allowed_value_message(lr):
+    model, data = lr
+    numeric = [f.name for f in model.schema.fields if f.kind == "numeric"]
+    result = find_counterfactuals(model, data, 0, "above:0.9", min_count=10**9, immutable=numeric)
+    assert not result.found
+    assert "seen at least 1,000,000,000 times" in result.message
+    assert result.evaluations == 0
+
+
+def test_cohort_rows_checked(lr):
+    model, data = lr
+    with pytest.raises(CounterfactualError, match="cohort_rows must lie"):
+        find_counterfactuals(model, data, 0, "above:0.3", cohort_rows=[len(data)])
+    with pytest.raises(CounterfactualError, match="only row 3 itself"):
+        find_counterfactuals(model, data, 3, "rank_top:1", cohort_rows=[3])

@@ -42,8 +42,9 @@ def _key(architecture: str, overrides: dict) -> str:
 
 @pytest.fixture(autouse=True)
 def small_jobs_deduplicate(monkeypatch):
-    """Let the tiny games here use deduplication, which normally waits for 65,536 rows."""
+    """Let the tiny games here use deduplication, which normally waits for 65,536 rows and 32 samples."""
     monkeypatch.setattr(game_module, "MIN_ROWS_TO_DEDUPLICATE", 0)
+    monkeypatch.setattr(game_module, "MIN_SAMPLES_TO_DEDUPLICATE", 0)
 
 
 @pytest.fixture(scope="module")

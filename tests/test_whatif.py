@@ -61,6 +61,9 @@ def test_encode_change_by_kind(deepfm):
         ("bid_price", "cheap", "not a number"),
         ("bid_price", float("nan"), "finite"),
         ("history_categories", ["sports", "knitting"], "'knitting' is not in its vocabulary"),
+        ("history_categories", "sports,travel", "items are joined by '|'"),
+        ("history_categories", 5, "needs a list of items"),
+        ("bid_price", True, "boolean"),
     ],
 )
 def test_encode_change_rejects(deepfm, field, value, message):
@@ -73,6 +76,8 @@ def test_apply_changes_unknown_field(deepfm):
     model, data = deepfm
     with pytest.raises(ValueError, match="no field named 'colour'"):
         apply_changes(model.schema, data.tensors(np.asarray([0])), {"colour": "red"})
+    with pytest.raises(TypeError, match="must map field names"):
+        apply_changes(model.schema, data.tensors(np.asarray([0])), [("os", "ios")])
 
 
 def test_what_if_matches_hand_edit(deepfm):

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 
 from workbench.bundle import load_bundle
-from workbench.cli import CLIError, _add_row_arguments, _check_out, _load_rows, _positive_int
+from workbench.cli import DEFAULT_BACKGROUND_ROWS, CLIError, _add_row_arguments, _check_out, _load_rows, _positive_int
+from workbench.data import CTRDataset
 from workbench.counterfactual import GOAL_KINDS, CounterfactualError, find_counterfactuals, parse_goal
 from workbench.data import load_dataset
-from workbench.explain import METHODS, explain
+from workbench.explain import METHODS, background_sample, explain
 from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS, count_players
 from workbench.explain.game import BACKGROUND_BASELINES, GAME_BASELINES, OUTPUT_SPACES
 from workbench.faithfulness import (
@@ -29,7 +30,7 @@ from workbench.faithfulness import (
     compare_explainers,
     has_pair_attention,
 )
-from workbench.sweeps import DEFAULT_TOP_K, sweep_field
+from workbench.sweeps import DEFAULT_GRID_POINTS, DEFAULT_TOP_K, sweep_field
 
 
 def _field_list(text: str) -> list[str]:
@@ -60,6 +61,25 @@ def _positive_float(text: str) -> float:
         msg = f"expected a number of seconds > 0; got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
+
+
+def _load_file_and_rows(args: argparse.Namespace, bundle: Any) -> tuple[CTRDataset, np.ndarray]:
+    """Read the whole data file and select the rows of ``--rows`` or ``--row-ids``.
+
+    Unlike the explain commands, the rest of the file matters here: it is the
+    cohort of the rank goals, the numeric grids and the seen value pairs.
+    """
+    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map)
+    if len(dataset) == 0:
+        msg = f"{str(args.data)!r} has no rows"
+        raise CLIError(msg)
+    if args.row_ids:
+        rows = np.asarray(args.row_ids, dtype=np.int64)
+        if rows.max() >= len(dataset):
+            msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
+            raise CLIError(msg)
+        return dataset, rows
+    return dataset, np.arange(min(args.rows, len(dataset)))
 
 
 def add_commands(commands: Any) -> None:
@@ -121,7 +141,18 @@ def add_commands(commands: Any) -> None:
     sweep.add_argument(
         "--values", type=_field_list, help="comma-separated raw values to sweep (default: the top-k by training count)"
     )
-    sweep.add_argument("--top-k", type=_positive_int, default=DEFAULT_TOP_K, help=f"values swept by default (default: {DEFAULT_TOP_K})")
+    sweep.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=DEFAULT_TOP_K,
+        help=f"categorical values swept by default, the most frequent in training (default: {DEFAULT_TOP_K})",
+    )
+    sweep.add_argument(
+        "--grid-points",
+        type=_positive_int,
+        default=DEFAULT_GRID_POINTS,
+        help=f"quantile levels of a numeric field's default grid over the data file (default: {DEFAULT_GRID_POINTS})",
+    )
     sweep.add_argument("--output-space", choices=list(OUTPUT_SPACES), default="probability", help="units (default: probability)")
     sweep.add_argument("--ice", type=Path, help="also write one Parquet line per (row, value) to this file")
     sweep.set_defaults(handler=run_sweep)
@@ -148,9 +179,14 @@ def add_commands(commands: Any) -> None:
     )
     faithfulness.add_argument(
         "--baseline",
-        choices=[name for name in GAME_BASELINES if name not in BACKGROUND_BASELINES],
+        choices=list(GAME_BASELINES),
         default="zero",
-        help="what a removed field takes (default: zero)",
+        help="what a removed field takes; mean and expectation use --background-rows (default: zero)",
+    )
+    faithfulness.add_argument(
+        "--background-rows",
+        type=_positive_int,
+        help=f"rows drawn with --random-state from the data file for --baseline mean or expectation (default: {DEFAULT_BACKGROUND_ROWS})",
     )
     faithfulness.add_argument(
         "--random-orders", type=_positive_int, default=DEFAULT_N_RANDOM, help=f"random orders per row (default: {DEFAULT_N_RANDOM})"
@@ -189,12 +225,13 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
         msg = f"--min-count must be >= 0; got {args.min_count}"
         raise CLIError(msg)
     bundle = load_bundle(args.bundle)
-    dataset, rows = _load_rows(args, bundle)
+    dataset, rows = _load_file_and_rows(args, bundle)
     reference = None
     if args.reference is not None:
         reference = load_dataset(args.reference, bundle.schema, feature_map=args.feature_map)
 
     frames, seconds, fewest, evaluations = [], [], [], []
+    already_met = 0
     started = time.monotonic()
     for row in rows:
         result = find_counterfactuals(
@@ -222,6 +259,7 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
             frames.append(frame)
             fewest.append(result.counterfactuals[0].n_changes)
         else:
+            already_met += result.already_met
             line = _no_result_line(int(row), result.message, result.prediction_before, args.goal.describe())
             frames.append(pd.DataFrame([line]))
     table = pd.concat(frames, ignore_index=True)
@@ -232,6 +270,7 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
         "rows": len(rows),
         "goal": args.goal.describe(),
         "found": len(fewest),
+        "already_met": int(already_met),
         "success_rate": round(len(fewest) / len(rows), 4),
         "fewest_changes": {str(k): int(v) for k, v in zip(*np.unique(fewest, return_counts=True), strict=True)},
         "seconds_total": round(time.monotonic() - started, 3),
@@ -252,7 +291,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise CLIError(msg)
 
     bundle = load_bundle(args.bundle)
-    dataset, rows = _load_rows(args, bundle)
+    dataset, rows = _load_file_and_rows(args, bundle)
     values: list[Any] | None = args.values
     if values is not None and args.field in bundle.schema.field_names and bundle.schema[args.field].kind == "numeric":
         try:
@@ -261,7 +300,14 @@ def run_sweep(args: argparse.Namespace) -> int:
             msg = f"--values of the numeric field {args.field!r} must be numbers; got {','.join(args.values)!r}"
             raise CLIError(msg) from None
     result = sweep_field(
-        bundle.model, dataset, rows, args.field, values=values, top_k=args.top_k, output_space=args.output_space
+        bundle.model,
+        dataset,
+        rows,
+        args.field,
+        values=values,
+        top_k=args.top_k,
+        grid_points=args.grid_points,
+        output_space=args.output_space,
     )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +343,9 @@ ATTENTION = "attention"
 
 
 def _faithfulness_methods(args: argparse.Namespace, model: Any) -> list[str]:
+    if args.methods is not None and not args.methods:
+        msg = f"--methods is empty; give one or more of: {', '.join([*METHODS, ATTENTION])}"
+        raise CLIError(msg)
     if args.methods is None:
         first = "exact_shapley" if count_players(model, None) <= AUTO_EXACT_MAX_PLAYERS else "permutation_shapley"
         return [first, "integrated_gradients"] + ([ATTENTION] if has_pair_attention(model) else [])
@@ -320,9 +369,18 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         if args.curves.resolve() == args.out.resolve():
             msg = "--curves and --out must be different files"
             raise CLIError(msg)
+    uses_background = args.baseline in BACKGROUND_BASELINES
+    if args.background_rows is not None and not uses_background:
+        msg = f"--background-rows is used only with --baseline mean or expectation; got --baseline {args.baseline}"
+        raise CLIError(msg)
     bundle = load_bundle(args.bundle)
     model = bundle.model
     methods = _faithfulness_methods(args, model)
+    background = None
+    if uses_background:
+        # The background comes from the whole file, not only the compared rows.
+        everything = load_dataset(args.data, bundle.schema, feature_map=args.feature_map)
+        background = background_sample(everything, args.background_rows or DEFAULT_BACKGROUND_ROWS, seed=args.random_state)
     dataset, rows = _load_rows(args, bundle)
 
     scores: dict[str, Any] = {}
@@ -334,13 +392,16 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         if args.baseline not in METHODS[name].baselines:
             msg = f"--methods {name} supports the baselines {', '.join(METHODS[name].baselines)}; got --baseline {args.baseline}"
             raise CLIError(msg)
-        scores[name] = explain(model, dataset, rows, method=name, baseline=args.baseline, **options)
+        scores[name] = explain(
+            model, dataset, rows, method=name, baseline=args.baseline, background=background, **options
+        )
     result = compare_explainers(
         model,
         dataset,
         rows,
         scores,
         baseline=args.baseline,
+        background=background,
         n_random=args.random_orders,
         random_state=args.random_state,
         with_infidelity=args.infidelity,
@@ -358,12 +419,15 @@ def run_faithfulness(args: argparse.Namespace) -> int:
         "out": str(args.out),
         "rows": len(rows),
         "baseline": args.baseline,
+        "output_space": "logit",
         # Attention shares are not in output units, so with attention every infidelity is scale-normalised.
         "infidelity_normalised": bool(args.infidelity and ATTENTION in scores),
         "auc": {
             f"{line.explainer} {line.mode}": {
                 "mean": round(float(line.auc_mean), 5),
                 "se": round(float(line.auc_se), 5),
+                "minus_random_mean": round(float(line.auc_minus_random_mean), 5),
+                "minus_random_se": round(float(line.auc_minus_random_se), 5),
                 **({} if np.isnan(line.infidelity_mean) else {"infidelity": round(float(line.infidelity_mean), 5)}),
             }
             for line in table.itertuples()

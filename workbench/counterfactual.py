@@ -146,6 +146,8 @@ class Counterfactual:
     logit: float
     margin: float
     """How far past the threshold the logit is, in logit units (>= 0)."""
+    rank: int | None = None
+    """The rank in the cohort with these changes (1 = highest predicted CTR), for the rank goals; else None."""
 
     @property
     def prediction(self) -> float:
@@ -201,6 +203,8 @@ class CounterfactualSearch:
     parameters: dict[str, Any] = field(default_factory=dict)
     closest: Counterfactual | None = None
     """When nothing met the goal: the evaluated state with the largest margin (negative)."""
+    already_met: bool = False
+    """True when the sample met the goal before any change, so nothing was searched."""
 
     @property
     def prediction_before(self) -> float:
@@ -226,12 +230,13 @@ class CounterfactualSearch:
                         "training_count": change.training_count,
                         "prediction_before": self.prediction_before,
                         "prediction_after": counterfactual.prediction,
+                        "rank_after": counterfactual.rank,
                         "goal": self.goal.describe(),
                     }
                 )
         columns = [
             "row", "counterfactual", "n_changes", "field", "value_before", "value_after",
-            "training_count", "prediction_before", "prediction_after", "goal",
+            "training_count", "prediction_before", "prediction_after", "rank_after", "goal",
         ]  # fmt: skip
         return pd.DataFrame(lines, columns=columns)
 
@@ -549,9 +554,12 @@ def find_counterfactuals(
     numeric_points : int
         Grid points for numeric fields: quantiles 5 % .. 95 % of ``reference``.
     max_evaluations : int
-        Budget of model evaluations (forwarded rows).
+        Budget of model evaluations (forwarded rows) of the search. The
+        attribution that orders the fields comes on top of it (``2**n_players``
+        coalitions for exact Shapley values).
     time_limit : float, optional
-        Budget in seconds.
+        Budget in seconds of the search, checked between batches of
+        candidates; the ordering attribution runs before the first check.
     method, baseline : str
         The attribution that orders the fields (``workbench.explain.explain``).
     random_state : int
@@ -607,15 +615,35 @@ def find_counterfactuals(
     logit_before = float(forward_logits(model, sample)[0])
     prediction_before = float(1 / (1 + np.exp(-logit_before)))
     cohort_predictions = None
+    if cohort_rows is not None:
+        cohort = np.asarray(cohort_rows).reshape(-1)
+        if cohort.size == 0 or not np.issubdtype(cohort.dtype, np.integer):
+            msg = f"cohort_rows must be a non-empty list of row numbers; got {cohort_rows!r}"
+            raise CounterfactualError(msg)
+        if cohort.min() < 0 or cohort.max() >= len(data):
+            msg = f"cohort_rows must lie in 0..{len(data) - 1}; got {int(cohort.min())}..{int(cohort.max())}"
+            raise CounterfactualError(msg)
     if goal.kind in ("rank_top", "rank_drop"):
         cohort = np.arange(len(data)) if cohort_rows is None else np.asarray(cohort_rows, dtype=np.int64).reshape(-1)
-        if cohort.size and (cohort.min() < 0 or cohort.max() >= len(data)):
-            msg = f"cohort_rows must lie in 0..{len(data) - 1}"
-            raise CounterfactualError(msg)
         cohort = cohort[cohort != row]
+        if cohort.size == 0:
+            msg = f"goal {goal.kind}: the cohort holds only row {row} itself; give other rows to rank it among"
+            raise CounterfactualError(msg)
         cohort_logits = forward_logits(model, data.tensors(cohort), chunk_size=chunk_size)
         cohort_predictions = 1 / (1 + np.exp(-cohort_logits))
-    threshold, direction = goal_threshold(goal, prediction_before, cohort_predictions)
+    try:
+        threshold, direction = goal_threshold(goal, prediction_before, cohort_predictions)
+    except CounterfactualError as err:
+        if goal.kind != "change":
+            raise
+        # Unreachable for this row only (a CTR outside (0, 1)): a batch goes on with the other rows.
+        return CounterfactualSearch(
+            row=row, goal=goal, threshold=float("nan"), direction="up" if goal.value > 0 else "down",
+            logit_before=logit_before, counterfactuals=(),
+            single_changes=pd.DataFrame(columns=["field", "value", "prediction", "margin"]), field_order=(),
+            evaluations=0, seconds=time.monotonic() - started, stopped=None, exhaustive=True,
+            message=f"No counterfactual can exist for row {row}: {err}.",
+        )  # fmt: skip
     threshold_logit = _logit(threshold)
 
     parameters = {
@@ -671,6 +699,7 @@ def find_counterfactuals(
         return result(
             message=f"Row {row} already meets the goal: its predicted CTR is {prediction_before:.4f} ({goal.describe()}).",
             exhaustive=True,
+            already_met=True,
         )
 
     # Order the mutable fields by how hard their attribution pulls against the goal.
@@ -683,6 +712,16 @@ def find_counterfactuals(
         name: _field_candidates(fields[name], np.asarray(sample[name])[0], int(min_count), reference, numeric_points)
         for name in field_order
     }
+    if not any(len(candidate.encoded) for candidate in candidates.values()):
+        return result(
+            message=(
+                f"No field of row {row} has an allowed new value: no categorical value was seen at least "
+                f"{int(min_count):,} times in training, and no numeric field may change. Lower the minimum count or "
+                "allow more fields to change."
+            ),
+            field_order=tuple(field_order),
+            exhaustive=True,
+        )
     pair_index = {(a, b): _PairIndex(reference, a, b) for a, b in links}
     deadline = None if time_limit is None else started + float(time_limit)
     evaluator = _Evaluator(
@@ -703,15 +742,22 @@ def find_counterfactuals(
         return current[name]
 
     def allowed_positions(state_changes: dict[str, int], name: str) -> np.ndarray:
-        """Positions in the candidate list of ``name`` that respect the links with the state's other values."""
+        """Positions in the candidate list of ``name`` that respect its links to values that are settled.
+
+        A linked field that may still change does not filter: a new category
+        and then an item of that category is how a linked pair changes
+        together. Such an intermediate state is never a solution (see
+        ``consistent``), but it can be extended.
+        """
         positions = np.arange(len(candidates[name].encoded))
         for (a, b), index in pair_index.items():
+            other = b if name == a else a
+            if name not in (a, b) or (other in mutable and other not in state_changes):
+                continue
             if name == a:
                 mask = index.allowed(candidates[name].encoded[positions], int(encoded_value(state_changes, b)))
             elif name == b:
                 mask = index.allowed_second(int(encoded_value(state_changes, a)), candidates[name].encoded[positions])
-            else:
-                continue
             positions = positions[mask]
         return positions
 
@@ -734,6 +780,7 @@ def find_counterfactuals(
 
     for level in range(1, max_changes + 1):
         blocks: list[tuple[dict[str, int], str, np.ndarray]] = []
+        planned: set[frozenset[tuple[str, int]]] = set()
         for state in frontier:
             for name in field_order:
                 if name in state.changes:
@@ -747,13 +794,18 @@ def find_counterfactuals(
                     scores = single_scores.get(name)
                     if scores is not None:
                         # Best single-change scores first; unscored values (linked fields) by training count.
-                        key = np.where(np.isnan(scores[positions]), -np.inf, scores[positions])
-                        positions = positions[np.argsort(-key, kind="stable")]
+                        order_key = np.where(np.isnan(scores[positions]), -np.inf, scores[positions])
+                        positions = positions[np.argsort(-order_key, kind="stable")]
                     if len(positions) > values_per_field:
                         exhaustive = False
                         positions = positions[:values_per_field]
-                # Skip combinations that reach a state already evaluated through another order.
-                fresh = [p for p in positions if frozenset({**state.changes, name: int(p)}.items()) not in seen_states]
+                # A combination reached through another order, or from two states of this level, is evaluated once.
+                fresh = []
+                for position in positions:
+                    key = frozenset({**state.changes, name: int(position)}.items())
+                    if key not in seen_states and key not in planned:
+                        planned.add(key)
+                        fresh.append(position)
                 if len(fresh):
                     blocks.append((state.changes, name, np.asarray(fresh, dtype=np.int64)))
         if not blocks:
@@ -812,7 +864,10 @@ def find_counterfactuals(
                     training_count=None if candidate.counts is None else int(candidate.counts[position]),
                 )
             )
-        return Counterfactual(tuple(changes), state.logit, state.margin)
+        rank = None
+        if cohort_predictions is not None:
+            rank = int(1 + np.sum(cohort_predictions > 1 / (1 + np.exp(-state.logit))))
+        return Counterfactual(tuple(changes), state.logit, state.margin, rank)
 
     chosen = _diverse([as_counterfactual(state) for state in solutions], n_counterfactuals)
     single = pd.DataFrame(

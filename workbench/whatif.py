@@ -84,6 +84,9 @@ def encode_change(field: Field, raw: Any) -> np.ndarray:
             raise ValueError(msg)
         return np.asarray([index], dtype=np.int64)
     if field.kind == "numeric":
+        if isinstance(raw, (bool, np.bool_)):
+            msg = f"field {field.name!r} is numeric; got the boolean {raw!r}, give a number"
+            raise ValueError(msg)
         try:
             number = float(raw)
         except (TypeError, ValueError):
@@ -96,6 +99,12 @@ def encode_change(field: Field, raw: Any) -> np.ndarray:
         return encoded
     if field.kind == "sequence":
         assert field.vocabulary is not None
+        if not isinstance(raw, (str, list, tuple, np.ndarray)):
+            msg = (
+                f"history {field.name!r} needs a list of items or a string of items joined by "
+                f"{field.separator!r}; got {type(raw).__name__} {raw!r}"
+            )
+            raise ValueError(msg)
         items = raw if isinstance(raw, str) else list(raw)
         encoded, n_oov = encode_field(field, pd.Series([items], dtype=object))
         if n_oov:
@@ -105,6 +114,8 @@ def encode_change(field: Field, raw: Any) -> np.ndarray:
                 f"history {field.name!r}: {', '.join(map(repr, unknown[:5]))} "
                 f"{'is' if len(unknown) == 1 else 'are'} not in its vocabulary (the model would see OOV)"
             )
+            if isinstance(items, str) and field.separator not in items and any(mark in items for mark in ",;"):
+                msg += f"; items are joined by {field.separator!r}"
             raise ValueError(msg)
         return encoded
     try:
@@ -123,6 +134,9 @@ def _items(items: str | Sequence[Any], separator: str) -> list[str]:
 
 def apply_changes(schema: Schema, inputs: Mapping[str, torch.Tensor], changes: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Return a copy of ``inputs`` (any number of rows) with each changed field set to its raw value in every row."""
+    if not isinstance(changes, Mapping):
+        msg = f"changes must map field names to raw values, such as {{'device': 'mobile'}}; got {type(changes).__name__}"
+        raise TypeError(msg)
     out = dict(inputs)
     for name, raw in changes.items():
         if name not in schema.field_names:
