@@ -26,11 +26,11 @@ most promising states by one more field, trying per field the values that
 scored best as single changes. Solutions are not extended, so a
 counterfactual never contains a smaller one.
 
-Constraints: ``immutable`` fields are never changed; at most
-``max_changes`` fields change; a new value must have been seen at least
-``min_count`` times in training (the vocabulary counts); and ``together``
-lists field pairs whose combination must have been seen in the reference
-data, such as an item with its category. Sequence and dense fields are not
+Constraints: ``immutable`` fields are never changed, and at most
+``max_changes`` fields change. A new value must have been seen at least
+``min_count`` times in training (the vocabulary counts). ``together`` lists
+field pairs whose combination must have been seen in the reference data,
+such as an item with its category. Sequence and dense fields are not
 substituted (see :mod:`workbench.sequence_edits` for histories).
 
 The search is deterministic. ``random_state`` only seeds the attribution
@@ -388,7 +388,7 @@ class _Evaluator:
         """Return the logits of each block: the state's changes plus ``field`` set to each listed candidate.
 
         Blocks beyond the budget are cut short (their arrays are shorter than
-        requested), and :attr:`stopped` says which budget ran out.
+        requested), and :attr:`stopped` names the budget that ran out.
         """
         results: list[np.ndarray] = []
         pending: list[tuple[int, dict[str, np.ndarray]]] = []
@@ -515,7 +515,7 @@ def find_counterfactuals(
     ----------
     model : CTRModel
     data : CTRDataset
-        The data that holds the sample (and the cohort for rank goals).
+        The data that contains the sample (and the cohort for rank goals).
     row : int
         The sample's row in ``data``.
     goal : Goal or str

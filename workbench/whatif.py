@@ -35,7 +35,7 @@ def value_choices(field: Field, *, min_count: int = 1) -> pd.DataFrame:
     Returns
     -------
     DataFrame with the columns ``value`` (raw value), ``index`` (the id the
-    model sees) and ``training_count`` (rows of the training data that fitted
+    model receives) and ``training_count`` (rows of the training data that fitted
     the vocabulary), for the values seen at least ``min_count`` times. Ties keep
     the vocabulary order.
     """
@@ -149,7 +149,7 @@ def apply_changes(schema: Schema, inputs: Mapping[str, torch.Tensor], changes: M
 
 
 def displayed_values(schema: Schema, inputs: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """Return the raw value of every field of a one-row input, as the model sees it (``<OOV>`` for unknown)."""
+    """Return the raw value of every field of a one-row input, as the model receives it (``<OOV>`` for unknown)."""
     return {f.name: decode_value(f, np.asarray(inputs[f.name])[0]) for f in schema.fields}
 
 
@@ -190,7 +190,7 @@ class WhatIf:
         return [name for name, value in self.values_before.items() if self.values_after[name] != value]
 
     def comparison_frame(self) -> pd.DataFrame:
-        """One line per player: values before and after and, with attributions, both attributions and their change."""
+        """Return one line per player: values before and after and, with attributions, both attributions and their change."""
         if self.before is None or self.after is None:
             names = list(self.values_before)
             return pd.DataFrame(
