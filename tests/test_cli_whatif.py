@@ -284,3 +284,12 @@ def test_faithfulness_mean_baseline(tmp_path):
     assert summary["baseline"] == "mean"
     minus_random = summary["auc"]["exact_shapley deletion"]["minus_random_mean"]
     assert minus_random == pytest.approx(expected.to_frame().iloc[0]["auc_minus_random_mean"], abs=1e-5)
+
+
+def test_rows_beyond_file_noted(tmp_path):
+    status, _, stderr = run_cli(
+        ["sweep", str(DEEPFM), str(TEST_FILE), "--out", str(tmp_path / "s.parquet"), "--rows", "999999", "--field", "os"]
+    )
+    assert status == 0
+    assert "note: --rows 999,999" in stderr
+    assert "has 20,000 rows; using all of them" in stderr

@@ -721,6 +721,12 @@ def _add_row_arguments(command: argparse.ArgumentParser, *, verb: str, default_r
     command.add_argument("--row-ids", type=_int_list_any, help=f"{verb} these 0-based rows instead, comma-separated")
 
 
+def _note_fewer_rows(requested: int, available: int, path: Path) -> None:
+    """Tell the user on stderr when ``--rows`` asks for more rows than the file has."""
+    if requested > available:
+        print(f"note: --rows {requested:,} but {str(path)!r} has {available:,} rows; using all of them", file=sys.stderr)
+
+
 def _load_rows(args: argparse.Namespace, bundle: Bundle) -> tuple[CTRDataset, np.ndarray]:
     """Read the rows that ``--rows`` or ``--row-ids`` select, with a one-line error for empty data or a bad row."""
     dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=None if args.row_ids else args.rows)
@@ -728,6 +734,8 @@ def _load_rows(args: argparse.Namespace, bundle: Bundle) -> tuple[CTRDataset, np
         msg = f"{str(args.data)!r} has no rows"
         raise CLIError(msg)
     rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
+    if not args.row_ids:
+        _note_fewer_rows(args.rows, len(dataset), args.data)
     if rows.max() >= len(dataset):
         msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
         raise CLIError(msg)

@@ -16,10 +16,17 @@ import numpy as np
 import pandas as pd
 
 from workbench.bundle import load_bundle
-from workbench.cli import DEFAULT_BACKGROUND_ROWS, CLIError, _add_row_arguments, _check_out, _load_rows, _positive_int
-from workbench.data import CTRDataset
+from workbench.cli import (
+    DEFAULT_BACKGROUND_ROWS,
+    CLIError,
+    _add_row_arguments,
+    _check_out,
+    _load_rows,
+    _note_fewer_rows,
+    _positive_int,
+)
 from workbench.counterfactual import GOAL_KINDS, CounterfactualError, find_counterfactuals, parse_goal
-from workbench.data import load_dataset
+from workbench.data import CTRDataset, load_dataset
 from workbench.explain import METHODS, background_sample, explain
 from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS, count_players
 from workbench.explain.game import BACKGROUND_BASELINES, GAME_BASELINES, OUTPUT_SPACES
@@ -79,6 +86,7 @@ def _load_file_and_rows(args: argparse.Namespace, bundle: Any) -> tuple[CTRDatas
             msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
             raise CLIError(msg)
         return dataset, rows
+    _note_fewer_rows(args.rows, len(dataset), args.data)
     return dataset, np.arange(min(args.rows, len(dataset)))
 
 
