@@ -54,13 +54,15 @@ def open_page(page: str, **session_state) -> AppTest:
     app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
     app.session_state["importance_rows"] = IMPORTANCE_ROWS
     app.session_state["interactions_rows"] = INTERACTIONS_ROWS
-    app.session_state["interactions_started"] = True
     for key, value in session_state.items():
         app.session_state[key] = value
     app.run()
     if page != "overview":
         app.switch_page(PAGES[page])
         app.run()
+    if page == "interactions":
+        # The page waits for its Compute button before it evaluates any coalition.
+        app.button(key="interactions_submit").click().run()
     return app
 
 

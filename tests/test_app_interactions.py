@@ -314,3 +314,10 @@ def test_interactions_wait_for_compute_button(app_env):
 
     assert not app.exception
     assert app.get("plotly_chart")
+
+    # Other data (here a different row limit) waits for the button again instead of computing at once.
+    app.number_input(key="max_rows").set_value(1_500).run()
+
+    assert not app.exception
+    assert any("Press **Compute interactions** to start" in info.value for info in app.info)
+    assert not app.get("plotly_chart")

@@ -9,8 +9,8 @@ from workbench.explain.summaries import pair_examples, top_pairs, value_effects
 
 HEATMAP_KEY = "interactions_heatmap"
 PAIR_KEY = "interactions_pair"
-# Set by the Compute button: exact interactions cost rows * 2**players forward
-# passes, so the page waits for the user instead of starting on open.
+# Set by the Compute button to the data's cache key: exact interactions cost rows * 2**players
+# forward passes, so the page waits for the user on open and again after another bundle or file.
 STARTED_KEY = "interactions_started"
 N_EXAMPLES = 10
 
@@ -42,14 +42,14 @@ with st.form("interactions_form"):
     with columns[1]:
         groups_text = controls.groups_input(key="interactions_groups")
     if st.form_submit_button("Compute interactions", key="interactions_submit"):
-        st.session_state[STARTED_KEY] = True
+        st.session_state[STARTED_KEY] = data.key
 
 try:
     groups = state.parse_groups(groups_text)
 except ValueError as err:
     st.error(f"The field groups are not valid: {err}")
     st.stop()
-if not st.session_state.get(STARTED_KEY):
+if st.session_state.get(STARTED_KEY) != data.key:
     n_players = len(groups) if groups else len(data.bundle.schema.fields)
     st.info(
         f"Exact interactions evaluate all 2**{n_players} = {2**n_players:,} coalitions of each row, "
