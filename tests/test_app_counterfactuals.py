@@ -7,6 +7,7 @@ or are worked out by hand for the helpers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def test_page_renders_on_tiny_bundle(app_env, tiny):
     logit = float(compare(bundle.model, dataset.tensors([ROW]), dataset.tensors([ROW]), method=None).logit_before)
     assert metric(app, "Predicted CTR").value == figures.format_ctr(figures.sigmoid(logit))
     assert metric(app, "Changed fields").value == "0"
+    assert metric(app, "Predicted CTR after").proto.delta == ""
     for field in bundle.schema.fields:
         key = counterfactual_sections.field_key(field.name)
         if field.kind == "categorical":
@@ -148,6 +150,7 @@ def test_edit_matches_what_if(app_env, tiny):
     expected = what_if(bundle.model, dataset, ROW, {"city": city, "bid_price": 2.0}, method="auto")
     after = metric(app, "Predicted CTR after")
     assert after.value == figures.format_ctr(expected.prediction_after)
+    assert after.proto.delta == f"{100 * expected.delta:+.2f} pp"
     assert f"click probability {expected.prediction_after:.6f}" in after.proto.help
     assert metric(app, "Changed fields").value == "2"
     assert expected.changed_fields == ["city", "bid_price"]
@@ -192,6 +195,7 @@ def test_reset_restores_row_values(app_env, tiny):
     assert metric(app, "Changed fields").value == "0"
     assert app.selectbox(key="cf_field_city").value == own
     assert metric(app, "Predicted CTR after").value == metric(app, "Predicted CTR before").value
+    assert metric(app, "Predicted CTR after").proto.delta == ""
 
 
 # --- page: search ---------------------------------------------------------------------------------
@@ -250,6 +254,13 @@ def test_search_matches_library(app_env, tiny, reachable_change, goal_kind):
     )  # fmt: skip
     messages = [s.value for s in app.success] + [w.value for w in app.warning]
     assert messages == [expected.message]
+    summaries = [m.value for m in app.markdown if m.value.startswith("Cohort of ")]
+    if goal_kind == "rank_top":
+        assert summaries == [counterfactual_views.rank_summary(expected)]
+        assert f"Cohort of {expected.parameters['cohort_size']:,} rows" in summaries[0]
+        assert f"the row ranks {expected.parameters['rank_before']:,} now" in summaries[0]
+    else:
+        assert summaries == []
     if goal_kind == "rank_top" and not expected.found:
         pytest.skip(f"row {ROW} of this session's tiny model has no rank counterfactual: {expected.message}")
     assert expected.found
@@ -257,6 +268,11 @@ def test_search_matches_library(app_env, tiny, reachable_change, goal_kind):
     assert list(table["changes"]) == [c.describe() for c in expected.counterfactuals]
     np.testing.assert_allclose(table["prediction"], [c.prediction for c in expected.counterfactuals], rtol=1e-9)
     np.testing.assert_array_equal(table["n_changes"], [c.n_changes for c in expected.counterfactuals])
+    if goal_kind == "rank_top":
+        assert list(table["rank_after"]) == [c.rank for c in expected.counterfactuals]
+        assert all(c.rank <= 20 for c in expected.counterfactuals)
+    else:
+        assert "rank_after" not in table.columns
     changed = {change.field for c in expected.counterfactuals for change in c.changes}
     assert changed.isdisjoint(IMMUTABLE)
     assert set(table.columns).isdisjoint(IMMUTABLE)
@@ -264,6 +280,8 @@ def test_search_matches_library(app_env, tiny, reachable_change, goal_kind):
     assert list(single["field"]) == list(expected.single_changes["field"])
     chart = specs(app)["cf_counterfactuals_chart"]
     np.testing.assert_allclose(array(chart["data"][0]["x"]), table["prediction"], rtol=1e-9)
+    # The labels of the reference lines sit above the plot area, where no bar is drawn.
+    assert [(a["yref"], a["y"], a["yanchor"]) for a in chart["layout"]["annotations"]] == [("paper", 1.0, "bottom")] * 2
 
 
 def test_open_in_editor_loads_changes(app_env, tiny, reachable_change):
@@ -288,6 +306,28 @@ def test_open_in_editor_loads_changes(app_env, tiny, reachable_change):
     assert metric(app, "Predicted CTR after").value == figures.format_ctr(opened.prediction_after)
     assert metric(app, "Changed fields").value == str(chosen.n_changes)
     assert any(i.value.startswith("The editor shows counterfactual 2: ") for i in app.info)
+
+
+def test_search_already_met_says_nothing_searched(app_env, tiny):
+    bundle, dataset = tiny
+    logit = float(compare(bundle.model, dataset.tensors([ROW]), dataset.tensors([ROW]), method=None).logit_before)
+    prediction = figures.sigmoid(logit)
+    threshold = round(float((1 + prediction) / 2), 6)
+    app = open_page(cf_row=ROW, cf_goal_kind="below", cf_goal_value=threshold, cf_time_limit=0.0)
+    app.button(key="cf_search_submit").click().run()
+
+    no_problems(app)
+    expected = find_counterfactuals(
+        bundle.model, dataset, ROW, f"below:{threshold!r}", immutable=["user_id"], **SEARCH_DEFAULTS
+    )
+    assert expected.already_met
+    assert expected.evaluations == 0
+    assert [i.value for i in app.info if i.value.startswith(f"Row {ROW} ")] == [expected.message]
+    assert [w.value for w in app.warning] == []
+    assert "The row already meets the goal; nothing was searched." in [c.value for c in app.caption]
+    assert not any("evaluated every allowed combination" in c.value for c in app.caption)
+    assert not any("fields tried in the order" in c.value for c in app.caption)
+    assert not any("changes" in d.value.columns for d in app.dataframe)
 
 
 def test_search_nothing_found_and_bad_goal(app_env, tiny):
@@ -328,9 +368,10 @@ def test_sweep_matches_library(app_env, tiny, field, n_values):
     no_problems(app)
     cohort = rows.sample_rows(len(dataset), SWEEP_ROWS, 2)
     expected = sweep_field(bundle.model, dataset, cohort, field, top_k=n_values, grid_points=n_values)
-    pd.testing.assert_frame_equal(
-        frame_with(app, "partial_dependence").reset_index(drop=True), expected.to_frame(), check_exact=False, rtol=1e-6
-    )
+    table = frame_with(app, "partial_dependence").reset_index(drop=True)
+    unused = "training_count" if field == "bid_price" else "numeric_value"
+    assert unused not in table.columns
+    pd.testing.assert_frame_equal(table, expected.to_frame().drop(columns=[unused]), check_exact=False, rtol=1e-6)
     partial_dependence = specs(app)["cf_sweep_chart"]["data"][2]
     assert sorted(array(partial_dependence["y"])) == pytest.approx(sorted(expected.partial_dependence), rel=1e-6)
 
@@ -379,12 +420,31 @@ def test_faithfulness_matches_library(app_env, tiny):
     np.testing.assert_allclose(array(deletion[1]["y"]), expected.mean_curve("exact_shapley", "deletion"), rtol=1e-6)
     np.testing.assert_allclose(array(deletion[3]["y"]), expected.mean_curve("random", "deletion"), rtol=1e-6)
 
+    # Invalid groups after a comparison: only the new error, not the old result under it.
+    app.text_area(key="cf_faith_groups").set_value("{not json")
+    app.button(key="cf_faith_submit").click().run()
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1
+    assert errors[0].startswith("The field groups are not valid: ")
+    assert "cf_deletion_chart" not in specs(app)
+    assert not any("auc_mean" in d.value.columns for d in app.dataframe)
+
+    app.text_area(key="cf_faith_groups").set_value(groups)
     app.multiselect(key="cf_faith_explainers").set_value([])
     app.button(key="cf_faith_submit").click().run()
     assert not app.exception
     assert [e.value for e in app.error] == [
         "The faithfulness comparison failed: choose at least one explainer to compare with the random orders"
     ]
+
+    # Invalid groups after a failed comparison: the old error goes.
+    app.text_area(key="cf_faith_groups").set_value("{not json")
+    app.button(key="cf_faith_submit").click().run()
+    assert not app.exception
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1
+    assert errors[0].startswith("The field groups are not valid: ")
 
 
 # --- page: sequence models and a bundled model ----------------------------------------------------------
@@ -420,6 +480,27 @@ def test_sequence_model_history_edits(sequence_env, sequence_bundles):
     assert not app.exception
     assert [e.value for e in app.error] == [
         f"Cannot apply this edit to row {row}: position 1 cannot be both dropped and moved to the most recent place"
+    ]
+
+    # The search substitutes field values of the row as stored; history edits are the editor's only.
+    app.number_input(key="cf_goal_value").set_value(0.999)
+    app.number_input(key="cf_time_limit").set_value(0.0)
+    app.button(key="cf_search_submit").click().run()
+    assert not app.exception
+    expected = find_counterfactuals(model, dataset, row, "above:0.999", immutable=["user"], **SEARCH_DEFAULTS)
+    messages = [s.value for s in app.success] + [w.value for w in app.warning] + [i.value for i in app.info]
+    assert expected.message in messages
+    # The seconds differ from the library run, so the caption is matched up to them.
+    status = next(c.value for c in app.caption if " evaluations in " in c.value)
+    assert status.startswith(f"{expected.evaluations:,} evaluations in ")
+    assert status.endswith(" · not substituted: history_items, history_genres")
+
+    app.number_input(key="cf_goal_value").set_value(7.0)
+    app.button(key="cf_search_submit").click().run()
+    assert not app.exception
+    assert [e.value for e in app.error if e.value.startswith("The counterfactual search")] == [
+        "The counterfactual search failed: goal above: the threshold is a probability and must lie strictly "
+        "between 0 and 1; got 7.0"
     ]
 
 
@@ -593,6 +674,69 @@ def test_counterfactual_table_by_hand():
     assert counterfactual_views.search_status(search) == "1,234 evaluations in 0.50 s · evaluated every allowed combination"
 
 
+def test_search_status_when_nothing_searched():
+    search = hand_search()
+    met = dataclasses.replace(search, counterfactuals=(), evaluations=0, seconds=0.01, already_met=True)
+    assert counterfactual_views.search_status(met) == "The row already meets the goal; nothing was searched."
+    # An unreachable goal or no allowed value: the library returns before it evaluates anything.
+    empty = dataclasses.replace(search, counterfactuals=(), evaluations=0, seconds=0.01)
+    assert counterfactual_views.search_status(empty) == "Nothing was searched (0 evaluations in 0.01 s)."
+    stopped = dataclasses.replace(search, stopped="time", exhaustive=False)
+    assert counterfactual_views.search_status(stopped) == "1,234 evaluations in 0.50 s · stopped at the time limit"
+
+
+def hand_rank_search() -> CounterfactualSearch:
+    """:func:`hand_search` turned into a rank goal: rank 10 in a cohort of 50 rows, where the row ranks 30."""
+    search = hand_search()
+    ranks = (9, 5, 9)
+    return dataclasses.replace(
+        search,
+        goal=Goal("rank_top", 10),
+        counterfactuals=tuple(
+            dataclasses.replace(counterfactual, rank=rank)
+            for counterfactual, rank in zip(search.counterfactuals, ranks, strict=True)
+        ),
+        parameters={"cohort_size": 50, "rank_before": 30},
+    )
+
+
+def test_rank_goal_table_and_summary():
+    search = hand_rank_search()
+    table = counterfactual_views.counterfactual_table(search, ["city", "age", "price"])
+    assert list(table.columns) == [
+        "counterfactual", "n_changes", "prediction", "change", "rank_after", "plausibility", "margin", "changes",
+        "city", "price",
+    ]  # fmt: skip
+    assert list(table["rank_after"]) == [9, 5, 9]
+    assert counterfactual_views.changed_field_columns(table) == ["city", "price"]
+    assert counterfactual_views.rank_summary(search) == (
+        "Cohort of 50 rows, this row included (rank 1 = highest predicted CTR): the row ranks 30 now; "
+        "the counterfactuals reach ranks 5 to 9."
+    )
+    first_only = dataclasses.replace(search, counterfactuals=search.counterfactuals[:1])
+    assert counterfactual_views.rank_summary(first_only).endswith("ranks 30 now; the counterfactuals reach rank 9.")
+    none_found = dataclasses.replace(search, counterfactuals=())
+    assert counterfactual_views.rank_summary(none_found).endswith("the row ranks 30 now.")
+    assert counterfactual_views.rank_summary(hand_search()) is None
+
+    bars = counterfactual_figures.counterfactuals_bar(search)
+    assert bars.layout.title.subtitle.text.endswith("3 found · now rank 30 of 50")
+    assert bars.data[0].hovertext[1].endswith("· rank 5 of 50")
+    assert bars.layout.annotations[1].text == "goal 40.00 % (rank 10)"
+
+
+def test_ctr_delta_options():
+    assert counterfactual_views.ctr_delta_options(0.3, edited=False) == {"delta": None}
+    # Float32 noise between two forward passes of one row is no change.
+    assert counterfactual_views.ctr_delta_options(1.6e-8, edited=True) == {
+        "delta": "0.00 pp", "delta_color": "off", "delta_arrow": "off"
+    }  # fmt: skip
+    assert counterfactual_views.ctr_delta_options(0.0, edited=True)["delta"] == "0.00 pp"
+    assert counterfactual_views.ctr_delta_options(-0.0512, edited=True) == {"delta": "-5.12 pp"}
+    # 0.0000123 is 0.00123 pp: too small for two decimals, so two significant digits.
+    assert counterfactual_views.ctr_delta_options(0.0000123, edited=True) == {"delta": "+0.0012 pp"}
+
+
 def hand_what_if() -> WhatIf:
     """A what-if of three fields with hand-made attributions; ``b`` changed."""
     names = ("a", "b", "c")
@@ -646,12 +790,33 @@ def test_search_figures_by_hand():
     np.testing.assert_allclose(bars.data[0].x, [0.5, 0.75, 1 / (1 + np.exp(0.5))])
     assert bars.data[0].y[1] == "2. city: b → c; price: 0.5 → 2"
     assert [shape.x0 for shape in bars.layout.shapes] == pytest.approx([0.2, 0.4])
+    # The x axis reaches 8 % past the largest bar (0.75).
+    assert list(bars.layout.xaxis.range) == pytest.approx([0.0, 0.81])
+
+    # Both labels sit above the plot area (paper y = 1, anchored at their bottom), one row apart, so they
+    # cover no bar and not each other. Lines left of the middle of the x range (0.405) get left-anchored labels.
+    now, goal = bars.layout.annotations
+    assert (now.text, goal.text) == ("now 20.00 %", "goal 40.00 %")
+    assert (now.x, goal.x) == pytest.approx((0.2, 0.4))
+    for label in (now, goal):
+        assert (label.xref, label.yref, label.y, label.yanchor, label.showarrow) == ("x", "paper", 1.0, "bottom", False)
+    assert (goal.yshift, now.yshift) == (0, counterfactual_figures.REFERENCE_LABEL_HEIGHT)
+    assert (now.xanchor, goal.xanchor) == ("left", "left")
+    assert bars.layout.margin.t >= 100
+
+    # A goal line right of the middle gets a label that extends to its left, inside the figure.
+    high_goal = counterfactual_figures.counterfactuals_bar(dataclasses.replace(search, threshold=0.6))
+    assert high_goal.layout.annotations[1].xanchor == "right"
+    # A goal past every bar widens the axis to keep its line in view, but not past 100 %.
+    far_goal = counterfactual_figures.counterfactuals_bar(dataclasses.replace(search, threshold=0.95))
+    assert list(far_goal.layout.xaxis.range) == pytest.approx([0.0, 1.0])
 
     single = counterfactual_figures.single_changes_bar(search)
     np.testing.assert_allclose(single.data[0].x, [0.5, 0.3775])
     assert list(single.data[0].y) == ["city = a", "price = 3"]
     assert list(single.data[0].marker.opacity) == [1.0, 0.45]
     assert "1 of 2 fields reach it alone" in single.layout.title.subtitle.text
+    assert [(a.yref, a.y, a.yanchor) for a in single.layout.annotations] == [("paper", 1.0, "bottom")] * 2
 
 
 def test_what_if_on_synthetic_model_matches_figure():

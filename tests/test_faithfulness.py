@@ -35,7 +35,7 @@ from workbench.faithfulness import (
     ranking_order,
     relative_auc,
 )
-from workbench.faithfulness_figures import ablation_curve_figure, auc_bar
+from workbench.faithfulness_figures import AXIS_SPACE, LEGEND_ROW_HEIGHT, ablation_curve_figure, auc_bar
 from workbench.probes import capture_probes
 from workbench.schema import Field, Schema, Vocabulary
 
@@ -520,6 +520,26 @@ def test_curve_figure_traces(mode, comparison):
     np.testing.assert_allclose(array(band.y), np.concatenate([high, low[::-1]]))
     assert figure.layout.yaxis.title.text == "mean model output (logit)"
     assert ("lower AUC" if mode == "deletion" else "higher AUC") in figure.layout.title.subtitle.text
+
+
+@pytest.mark.parametrize("builder", [ablation_curve_figure, auc_bar])
+def test_figure_legend_below_axis_title(builder, comparison):
+    figure = builder(comparison)
+    legend = figure.layout.legend
+    # Anchored to the figure's bottom edge, below a margin with room for the x title and one row per entry.
+    assert (legend.yref, legend.y, legend.yanchor) == ("container", 0.0, "bottom")
+    assert figure.layout.margin.b == AXIS_SPACE + LEGEND_ROW_HEIGHT * len(figure.data)
+    plot_height = figure.layout.height - figure.layout.margin.t - figure.layout.margin.b
+    assert plot_height >= 150
+
+
+def test_curve_figure_subtitle_fits_half_width(comparison):
+    subtitle = ablation_curve_figure(comparison, "deletion").layout.title.subtitle.text
+    lines = subtitle.split("<br>")
+    assert len(lines) == 2
+    # About 80 characters of the subtitle font fit a chart half the page wide.
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].endswith("lower AUC is more faithful")
 
 
 def test_curve_figure_unknown_mode(comparison):

@@ -33,6 +33,12 @@ CHANGED_OUTLINE = "#111111"
 THRESHOLD_COLOR = "#2a9d5b"
 CHANGED_MARK = "✎"
 """Appended to the axis label of a player whose value the edit changed."""
+REFERENCE_LABEL_HEIGHT = 18
+"""Pixels between the two rows of reference-line labels above the plot area."""
+REFERENCE_RANGE_PAD = 1.08
+"""The x axis of the search charts reaches this factor past the largest value, so no bar ends at the edge."""
+TOP_MARGIN = 130
+"""Top margin of the search charts in pixels: title, subtitle and two rows of reference-line labels."""
 
 
 def _units(output_space: str) -> str:
@@ -111,20 +117,61 @@ def attribution_comparison_bar(result: WhatIf, *, max_players: int | None = None
     return figure
 
 
-def _reference_lines(figure: go.Figure, search: CounterfactualSearch) -> None:
-    """Draw the row's own prediction and the goal's threshold as vertical lines."""
-    figure.add_vline(
-        x=search.prediction_before,
-        line={"color": TOTAL_COLOR, "dash": "dot"},
-        annotation_text=f"now {format_ctr(search.prediction_before)}",
-        annotation_position="bottom right",
+def _goal_label(search: CounterfactualSearch) -> str:
+    label = f"goal {format_ctr(search.threshold)}"
+    if search.goal.kind == "rank_top":
+        return f"{label} (rank {int(search.goal.value)})"
+    if search.goal.kind == "rank_drop":
+        return f"{label} (below rank {int(search.goal.value)})"
+    return label
+
+
+def _rank_now(search: CounterfactualSearch) -> str:
+    """Return `` · now rank R of N`` for a rank goal, else an empty string."""
+    rank_before = search.parameters.get("rank_before")
+    cohort_size = search.parameters.get("cohort_size")
+    if rank_before is None or cohort_size is None:
+        return ""
+    return f" · now rank {rank_before:,} of {cohort_size:,}"
+
+
+def _x_range(search: CounterfactualSearch, predictions: np.ndarray) -> list[float]:
+    """Return the x range: from 0 to 8 % past the largest bar or reference line, but at most 100 %."""
+    values = np.asarray([search.prediction_before, search.threshold, *predictions.tolist()], dtype=np.float64)
+    largest = float(np.max(values[np.isfinite(values)], initial=0.0))
+    if largest <= 0:
+        return [0.0, 1.0]
+    return [0.0, min(1.0, REFERENCE_RANGE_PAD * largest)]
+
+
+def _reference_lines(figure: go.Figure, search: CounterfactualSearch, x_range: list[float]) -> None:
+    """Draw the row's own prediction and the goal's threshold as vertical lines, labelled above the plot area.
+
+    The labels sit in the top margin, the goal's on the first line above the
+    plot and the row's on the second, so they overlap neither the bars nor
+    each other. A label extends to the left of a line in the right half of
+    the x range, so that it stays inside the figure. Shape and annotation 0
+    belong to the row's prediction, 1 to the goal.
+    """
+    lines = (
+        # (x, label, colour, dash, label row above the plot area)
+        (search.prediction_before, f"now {format_ctr(search.prediction_before)}", TOTAL_COLOR, "dot", 1),
+        (search.threshold, _goal_label(search), THRESHOLD_COLOR, "dash", 0),
     )
-    figure.add_vline(
-        x=search.threshold,
-        line={"color": THRESHOLD_COLOR, "dash": "dash"},
-        annotation_text=f"goal {format_ctr(search.threshold)}",
-        annotation_position="top right",
-    )
+    for x, text, color, dash, label_row in lines:
+        figure.add_vline(x=x, line={"color": color, "dash": dash})
+        figure.add_annotation(
+            x=x,
+            xref="x",
+            y=1.0,
+            yref="paper",
+            yanchor="bottom",
+            yshift=label_row * REFERENCE_LABEL_HEIGHT,
+            xanchor="right" if x > (x_range[0] + x_range[1]) / 2 else "left",
+            text=text,
+            font={"color": color},
+            showarrow=False,
+        )
 
 
 def counterfactuals_bar(search: CounterfactualSearch) -> go.Figure:
@@ -133,16 +180,20 @@ def counterfactuals_bar(search: CounterfactualSearch) -> go.Figure:
     Trace 0 contains one bar per counterfactual in rank order (best on top),
     labelled ``rank. field: before → after; ...``. Bars are red when the
     prediction went up and blue when it went down. Vertical lines mark the
-    row's own prediction and the threshold the goal was turned into.
+    row's own prediction and the threshold the goal was turned into, and
+    annotations 0 (row) and 1 (goal) label them above the plot area. For rank
+    goals the hover text and the subtitle add the ranks in the cohort.
     """
     labels = [
         f"{rank}. {display_value(counterfactual.describe(), 2 * MAX_LABEL_CHARS)}"
         for rank, counterfactual in enumerate(search.counterfactuals, start=1)
     ]
     predictions = np.asarray([c.prediction for c in search.counterfactuals], dtype=np.float64)
+    cohort_size = search.parameters.get("cohort_size")
     hover = [
         f"{counterfactual.describe()}<br>predicted CTR {format_ctr(counterfactual.prediction)}"
         f" · {counterfactual.n_changes} change(s)"
+        + ("" if counterfactual.rank is None else f" · rank {counterfactual.rank:,} of {cohort_size:,}")
         for counterfactual in search.counterfactuals
     ]
     figure = go.Figure(
@@ -155,16 +206,17 @@ def counterfactuals_bar(search: CounterfactualSearch) -> go.Figure:
             hovertemplate="%{hovertext}<extra></extra>",
         )
     )
-    _reference_lines(figure, search)
+    x_range = _x_range(search, predictions)
+    _reference_lines(figure, search, x_range)
     figure.update_layout(
         title=_title(
             f"Counterfactuals of row {search.row}",
-            f"goal: {search.goal.describe()} · {len(labels)} found",
+            f"goal: {search.goal.describe()} · {len(labels)} found{_rank_now(search)}",
         ),
-        xaxis={"title": "predicted CTR", "tickformat": ".1%", "rangemode": "tozero"},
+        xaxis={"title": "predicted CTR", "tickformat": ".1%", "range": x_range},
         yaxis={"autorange": "reversed", "title": None, "type": "category"},
-        height=180 + 34 * max(len(labels), 1),
-        margin={"l": 10, "r": 40, "t": 90, "b": 50},
+        height=TOP_MARGIN + 90 + 34 * max(len(labels), 1),
+        margin={"l": 10, "r": 40, "t": TOP_MARGIN, "b": 50},
         showlegend=False,
     )
     return figure
@@ -177,7 +229,7 @@ def single_changes_bar(search: CounterfactualSearch) -> go.Figure:
     largest margin towards the goal on top), labelled ``field = new value``.
     Bars of substitutions that meet the goal alone are drawn in full colour,
     the others lighter. Vertical lines mark the row's own prediction and the
-    goal's threshold.
+    goal's threshold, labelled above the plot area as in :func:`counterfactuals_bar`.
     """
     frame = search.single_changes
     labels = [
@@ -197,16 +249,17 @@ def single_changes_bar(search: CounterfactualSearch) -> go.Figure:
             hovertemplate="%{y}<br>predicted CTR %{x:.2%}<br>margin %{customdata:+.3f} logit<extra></extra>",
         )
     )
-    _reference_lines(figure, search)
+    x_range = _x_range(search, predictions)
+    _reference_lines(figure, search, x_range)
     figure.update_layout(
         title=_title(
             f"Best single substitution per field, row {search.row}",
             f"goal: {search.goal.describe()} · {int(meets.sum())} of {len(frame)} fields reach it alone",
         ),
-        xaxis={"title": "predicted CTR", "tickformat": ".1%", "rangemode": "tozero"},
+        xaxis={"title": "predicted CTR", "tickformat": ".1%", "range": x_range},
         yaxis={"autorange": "reversed", "title": None, "type": "category"},
-        height=180 + 26 * max(len(labels), 1),
-        margin={"l": 10, "r": 40, "t": 90, "b": 50},
+        height=TOP_MARGIN + 90 + 26 * max(len(labels), 1),
+        margin={"l": 10, "r": 40, "t": TOP_MARGIN, "b": 50},
         showlegend=False,
     )
     return figure

@@ -18,6 +18,13 @@ EXPLAINER_COLORS = (NEGATIVE_COLOR, POSITIVE_COLOR, "#2a9d55", "#8c5bb8", "#d98a
 
 RANDOM_BAND_COLOR = "rgba(107, 107, 107, 0.18)"
 
+CURVE_PLOT_HEIGHT = 380
+"""Pixels of a curve figure above its bottom margin: title, subtitle and plot area."""
+AXIS_SPACE = 60
+"""Pixels below the plot area for the x tick labels and the x axis title."""
+LEGEND_ROW_HEIGHT = 22
+"""Pixels per legend entry. The bottom margin leaves room for one entry per row, the most a narrow chart needs."""
+
 _MODE_TEXT = {
     "deletion": ("Deletion curves", "removed", "lower AUC is more faithful"),
     "insertion": ("Insertion curves", "added", "higher AUC is more faithful"),
@@ -35,13 +42,26 @@ def _auc_label(result: FaithfulnessResult, explainer: str, mode: str) -> str:
     )
 
 
+def _legend_below(n_entries: int) -> tuple[dict, int]:
+    """Return a legend anchored to the bottom of the figure and the bottom margin that keeps it under the x title.
+
+    The legend is placed against the figure's bottom edge (``yref="container"``),
+    and the margin leaves room for the tick labels, the axis title and
+    ``n_entries`` rows of entries, so the legend never covers the axis title.
+    """
+    legend = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.0, "x": 0.0}
+    return legend, AXIS_SPACE + LEGEND_ROW_HEIGHT * n_entries
+
+
 def ablation_curve_figure(result: FaithfulnessResult, mode: str = "deletion") -> go.Figure:
     """Draw the sample-mean deletion or insertion curve of every explainer and of the random orders.
 
     One solid line per explainer and a dashed line for the random orders,
     with a band from the lowest to the highest sample-mean curve of the
-    single random draws (:meth:`FaithfulnessResult.random_range`). The legend
-    gives each mean AUC with its standard error over the samples.
+    single random draws (:meth:`FaithfulnessResult.random_range`). The legend,
+    below the x axis title, gives each mean AUC with its standard error over
+    the samples. The subtitle has two lines, so that it fits a chart half the
+    page wide.
     """
     if mode not in ABLATION_MODES:
         msg = f"unknown mode {mode!r}; valid: {', '.join(ABLATION_MODES)}"
@@ -87,15 +107,16 @@ def ablation_curve_figure(result: FaithfulnessResult, mode: str = "deletion") ->
 
     subtitle = (
         f"mean over {result.n_samples:,} samples · baseline: {result.baseline} · output: {result.output_space}"
-        f" · random: mean of {n_random} orders per sample · {direction}"
+        f"<br>random: mean of {n_random} orders per sample · {direction}"
     )
+    legend, bottom = _legend_below(len(figure.data))
     figure.update_layout(
         title=_title(f"{title}: players {verb} in order of decreasing score", subtitle),
         xaxis={"title": f"share of the {result.n_players} players {verb}", "range": [0, 1], "tickformat": ".0%"},
         yaxis_title=f"mean model output ({units})",
-        height=460,
-        margin={"l": 10, "r": 10, "t": 90, "b": 50},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.15, "x": 0.0},
+        height=CURVE_PLOT_HEIGHT + bottom,
+        margin={"l": 10, "r": 10, "t": 110, "b": bottom},
+        legend=legend,
     )
     return figure
 
@@ -104,7 +125,8 @@ def auc_bar(result: FaithfulnessResult) -> go.Figure:
     """Draw the mean deletion and insertion AUC of each explainer with standard-error bars.
 
     The hover text adds the paired difference to the random orders and, when
-    computed, the mean infidelity (squared output units).
+    computed, the mean infidelity (squared output units). The legend sits
+    below the x axis title.
     """
     table = result.to_frame()
     units = _units(result)
@@ -131,13 +153,14 @@ def auc_bar(result: FaithfulnessResult) -> go.Figure:
         f"{result.n_samples:,} samples · baseline: {result.baseline} · output: {result.output_space}"
         " · bars: standard error over samples"
     )
+    legend, bottom = _legend_below(len(figure.data))
     figure.update_layout(
         title=_title("Area under the deletion and insertion curves", subtitle),
         barmode="group",
         xaxis_title=f"mean AUC ({units})",
         yaxis={"autorange": "reversed", "title": None, "type": "category"},
-        height=200 + 50 * len(result.explainers),
-        margin={"l": 10, "r": 40, "t": 90, "b": 50},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.12, "x": 0.0},
+        height=150 + bottom + 50 * len(result.explainers),
+        margin={"l": 10, "r": 40, "t": 90, "b": bottom},
+        legend=legend,
     )
     return figure

@@ -330,7 +330,7 @@ def editor_section(data: state.LoadedData, row: int) -> None:
     columns[1].metric(
         "Predicted CTR after",
         figures.format_ctr(result.prediction_after),
-        delta=f"{100 * result.delta:+.2f} pp",
+        **counterfactual_views.ctr_delta_options(result.delta, edited=bool(changes) or not history.is_empty),
         help=(
             f"click probability {result.prediction_after:.6f}, logit {result.logit_after:+.4f}; "
             f"change {result.delta:+.6f} (pp = percentage points)"
@@ -498,17 +498,32 @@ def open_in_editor(schema: Schema, counterfactual: Counterfactual, rank: int) ->
     st.session_state[OPENED_KEY] = f"The editor shows counterfactual {rank}: {counterfactual.describe()}."
 
 
+def _rank_column(search: CounterfactualSearch) -> dict[str, Any]:
+    """Column settings of ``rank_after``, which the results table has for rank goals only."""
+    if not counterfactual_views.is_rank_search(search):
+        return {}
+    help_text = "Rank of the row in the cohort with these changes (1 = highest predicted CTR)."
+    cohort_size = search.parameters.get("cohort_size")
+    rank_before = search.parameters.get("rank_before")
+    if cohort_size is not None and rank_before is not None:
+        help_text = (
+            f"Rank of the row in the cohort of {cohort_size:,} rows with these changes (1 = highest predicted CTR); "
+            f"it ranks {rank_before:,} now."
+        )
+    return {"rank_after": st.column_config.NumberColumn(help=help_text)}
+
+
 def _results(data: state.LoadedData, search: CounterfactualSearch) -> None:
     schema = data.bundle.schema
     table = counterfactual_views.counterfactual_table(search, schema.field_names)
     field_columns = counterfactual_views.changed_field_columns(table)
     st.plotly_chart(counterfactual_figures.counterfactuals_bar(search), key="cf_counterfactuals_chart")
-    styled = (
-        table.style.map(lambda cell: CHANGED_STYLE if cell else "", subset=field_columns)
-        .format(
-            {"prediction": "{:.4f}", "change": "{:+.4f}", "margin": "{:+.3f}", "plausibility": "{:,.0f}"},
-            na_rep="numeric only",
-        )
+
+    formats = {"prediction": "{:.4f}", "change": "{:+.4f}", "margin": "{:+.3f}", "plausibility": "{:,.0f}"}
+    if "rank_after" in table.columns:
+        formats["rank_after"] = "{:,}"
+    styled = table.style.map(lambda cell: CHANGED_STYLE if cell else "", subset=field_columns).format(
+        formats, na_rep="numeric only"
     )
     st.dataframe(
         styled,
@@ -521,8 +536,10 @@ def _results(data: state.LoadedData, search: CounterfactualSearch) -> None:
                 help="Smallest training count among the new categorical values (larger is more plausible)."
             ),
             "margin": st.column_config.NumberColumn(help="How far past the goal, in logit units."),
+            **_rank_column(search),
         },
     )
+
     columns = st.columns([3, 1], vertical_alignment="bottom")
     ranks = list(range(1, len(search.counterfactuals) + 1))
     _keep_option("cf_open_choice", ranks)
@@ -562,15 +579,21 @@ def search_section(data: state.LoadedData, row: int) -> None:
         return
     if search.found:
         st.success(search.message)
+    elif search.already_met:
+        st.info(search.message)
     else:
         st.warning(search.message)
 
-    not_searched = search.parameters.get("not_searched") or []
-    st.caption(
-        counterfactual_views.search_status(search)
-        + f" · fields tried in the order: {', '.join(search.field_order)}"
-        + (f" · not substituted: {', '.join(not_searched)}" if not_searched else "")
-    )
+    rank_summary = counterfactual_views.rank_summary(search)
+    if rank_summary:
+        st.markdown(rank_summary)
+    status = counterfactual_views.search_status(search)
+    if search.evaluations:
+        not_searched = search.parameters.get("not_searched") or []
+        status += f" · fields tried in the order: {', '.join(search.field_order)}"
+        if not_searched:
+            status += f" · not substituted: {', '.join(not_searched)}"
+    st.caption(status)
     if search.found:
         _results(data, search)
     if len(search.single_changes):
@@ -636,7 +659,7 @@ def sweep_section(data: state.LoadedData) -> None:
         st.error(f"Sweeping {field} failed: {err}")
         return
     st.plotly_chart(sweep_figures.ice_figure(sweep, sort=sort), key="cf_sweep_chart")
-    st.dataframe(sweep.to_frame(), hide_index=True, key="cf_sweep_table")
+    st.dataframe(counterfactual_views.sweep_table(sweep), hide_index=True, key="cf_sweep_table")
 
 
 # --- faithfulness ---------------------------------------------------------------------------------
@@ -707,6 +730,8 @@ def _faithfulness_form(data: state.LoadedData) -> None:
     try:
         groups = state.parse_groups(groups_text)
     except ValueError as err:
+        # The result or error of the previous submit would otherwise stay on screen under this error.
+        st.session_state.pop(FAITHFULNESS_KEY, None)
         st.error(f"The field groups are not valid: {err}")
         return
     request = FaithfulnessRequest(

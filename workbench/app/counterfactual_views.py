@@ -22,6 +22,7 @@ from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS
 from workbench.faithfulness import has_pair_attention
 from workbench.schema import OOV_TOKEN, PAD_INDEX, PAD_TOKEN, Field, Schema, decode_value
 from workbench.sequence_edits import drop_behaviours, insert_behaviour, move_to_recent, reverse_history
+from workbench.sweeps import FieldSweep
 from workbench.whatif import value_choices
 
 MAX_VALUE_CHOICES = 5_000
@@ -34,6 +35,10 @@ SLIDER_STEPS = 100
 """A numeric slider moves in steps of about 1/SLIDER_STEPS of the observed range, rounded to a power of ten."""
 
 PAIR_SEPARATOR = " ↔ "
+
+UNCHANGED_TOLERANCE = 1e-6
+"""Changes of click probability below this count as no change. Forwarding a row alone or in another batch moves
+its float32 prediction by about 1e-8 (measured on models/ad_clicks_deepfm, row 3)."""
 
 USER_ID_NAMES = frozenset({"user", "uid", "userid", "customerid", "memberid", "visitorid"})
 """Field names (lower case, separators removed) that the search keeps fixed by default: a counterfactual that
@@ -308,16 +313,31 @@ def plausibility_value(counterfactual: Counterfactual) -> float:
     return float("nan") if math.isinf(plausibility) else plausibility
 
 
+RANK_GOALS = ("rank_top", "rank_drop")
+"""Goal kinds that rank the row within a cohort of other rows."""
+
+_TABLE_COLUMNS = (
+    "counterfactual", "n_changes", "prediction", "change", "rank_after", "plausibility", "margin", "changes",
+)  # fmt: skip
+"""Columns of :func:`counterfactual_table` before the per-field columns; ``rank_after`` for rank goals only."""
+
+
+def is_rank_search(search: CounterfactualSearch) -> bool:
+    return search.goal.kind in RANK_GOALS
+
+
 def counterfactual_table(search: CounterfactualSearch, field_order: Sequence[str]) -> pd.DataFrame:
     """Build one line per counterfactual, with one column per field that any of them changes.
 
     Columns: ``counterfactual`` (rank, 1 = best), ``n_changes``,
     ``prediction`` (click probability), ``change`` (prediction minus the
-    row's, in probability), ``plausibility`` (smallest training count of the
-    new values, NaN when only numeric fields change), ``margin`` (logit units
-    past the goal), ``changes`` (the substitutions in words) and, per changed
-    field in ``field_order``, ``before → after`` (empty where that
-    counterfactual keeps the field).
+    row's, in probability), ``rank_after`` (rank goals only: the row's rank
+    in the cohort with these changes, 1 = highest predicted CTR),
+    ``plausibility`` (smallest training count of the new values, NaN when
+    only numeric fields change), ``margin`` (logit units past the goal),
+    ``changes`` (the substitutions in words) and, per changed field in
+    ``field_order``, ``before → after`` (empty where that counterfactual
+    keeps the field).
     """
     changed = {change.field for counterfactual in search.counterfactuals for change in counterfactual.changes}
     fields = [name for name in field_order if name in changed]
@@ -329,20 +349,42 @@ def counterfactual_table(search: CounterfactualSearch, field_order: Sequence[str
             "n_changes": counterfactual.n_changes,
             "prediction": counterfactual.prediction,
             "change": counterfactual.prediction - search.prediction_before,
+            "rank_after": counterfactual.rank,
             "plausibility": plausibility_value(counterfactual),
             "margin": counterfactual.margin,
             "changes": counterfactual.describe(),
         }
         line.update({name: by_field.get(name, "") for name in fields})
         lines.append(line)
-    columns = ["counterfactual", "n_changes", "prediction", "change", "plausibility", "margin", "changes", *fields]
-    return pd.DataFrame(lines, columns=columns)
+    columns = [c for c in _TABLE_COLUMNS if c != "rank_after" or is_rank_search(search)]
+    return pd.DataFrame(lines, columns=[*columns, *fields])
 
 
 def changed_field_columns(table: pd.DataFrame) -> list[str]:
     """Return the per-field columns of :func:`counterfactual_table`."""
-    fixed = {"counterfactual", "n_changes", "prediction", "change", "plausibility", "margin", "changes"}
-    return [column for column in table.columns if column not in fixed]
+    return [column for column in table.columns if column not in _TABLE_COLUMNS]
+
+
+def rank_summary(search: CounterfactualSearch) -> str | None:
+    """Describe the cohort of a rank goal: its size, the row's rank now and the ranks the counterfactuals reach.
+
+    Returns None for goals on the predicted CTR and for a result without the
+    ``cohort_size`` and ``rank_before`` parameters.
+    """
+    cohort_size = search.parameters.get("cohort_size")
+    rank_before = search.parameters.get("rank_before")
+    if not is_rank_search(search) or cohort_size is None or rank_before is None:
+        return None
+    text = (
+        f"Cohort of {int(cohort_size):,} rows, this row included (rank 1 = highest predicted CTR): "
+        f"the row ranks {int(rank_before):,} now"
+    )
+    reached = sorted({c.rank for c in search.counterfactuals if c.rank is not None})
+    if len(reached) == 1:
+        text += f"; the counterfactuals reach rank {reached[0]:,}"
+    elif reached:
+        text += f"; the counterfactuals reach ranks {reached[0]:,} to {reached[-1]:,}"
+    return text + "."
 
 
 def single_change_table(search: CounterfactualSearch) -> pd.DataFrame:
@@ -363,6 +405,11 @@ def editor_values(counterfactual: Counterfactual, schema: Schema) -> dict[str, A
 
 def search_status(search: CounterfactualSearch) -> str:
     """Describe how the search ended: budget, completeness, evaluations and seconds."""
+    if search.already_met:
+        return "The row already meets the goal; nothing was searched."
+    if search.evaluations == 0:
+        # The goal is unreachable or no value is allowed, and the search's message gives the reason.
+        return f"Nothing was searched (0 evaluations in {search.seconds:.2f} s)."
     if search.stopped == "time":
         end = "stopped at the time limit"
     elif search.stopped == "evaluations":
@@ -372,6 +419,40 @@ def search_status(search: CounterfactualSearch) -> str:
     else:
         end = "beam search (not every combination evaluated)"
     return f"{search.evaluations:,} evaluations in {search.seconds:.2f} s · {end}"
+
+
+def ctr_delta_options(delta: float, *, edited: bool) -> dict[str, Any]:
+    """Return the ``delta`` options of ``st.metric`` for a change of click probability, in percentage points.
+
+    Without an edit there is no delta. A change smaller than
+    :data:`UNCHANGED_TOLERANCE` (float32 noise between two forward passes)
+    is shown as a grey ``0.00 pp`` without an arrow. A real change too small
+    for two decimals keeps two significant digits instead of reading
+    ``+0.00 pp``.
+    """
+    if not edited:
+        return {"delta": None}
+    if abs(delta) < UNCHANGED_TOLERANCE:
+        return {"delta": "0.00 pp", "delta_color": "off", "delta_arrow": "off"}
+    points = 100 * delta
+    text = f"{points:+.2f}"
+    if float(text) == 0:
+        text = f"{points:+.2g}"
+    return {"delta": f"{text} pp"}
+
+
+# --- field sweep ----------------------------------------------------------------------------------
+
+
+def sweep_table(sweep: FieldSweep) -> pd.DataFrame:
+    """Return the sweep's table without the column that does not apply to its kind of field.
+
+    A categorical sweep has no ``numeric_value`` and a numeric sweep no
+    ``training_count``; both would show only empty cells.
+    """
+    frame = sweep.to_frame()
+    unused = "training_count" if sweep.kind == "numeric" else "numeric_value"
+    return frame.drop(columns=[unused])
 
 
 # --- faithfulness ---------------------------------------------------------------------------------
