@@ -631,20 +631,16 @@ def find_counterfactuals(
             raise CounterfactualError(msg)
         cohort_logits = forward_logits(model, data.tensors(cohort), chunk_size=chunk_size)
         cohort_predictions = 1 / (1 + np.exp(-cohort_logits))
+    unreachable = None
     try:
         threshold, direction = goal_threshold(goal, prediction_before, cohort_predictions)
     except CounterfactualError as err:
         if goal.kind != "change":
             raise
         # Unreachable for this row only (a CTR outside (0, 1)): a batch goes on with the other rows.
-        return CounterfactualSearch(
-            row=row, goal=goal, threshold=float("nan"), direction="up" if goal.value > 0 else "down",
-            logit_before=logit_before, counterfactuals=(),
-            single_changes=pd.DataFrame(columns=["field", "value", "prediction", "margin"]), field_order=(),
-            evaluations=0, seconds=time.monotonic() - started, stopped=None, exhaustive=True,
-            message=f"No counterfactual can exist for row {row}: {err}.",
-        )  # fmt: skip
-    threshold_logit = _logit(threshold)
+        unreachable = f"No counterfactual can exist for row {row}: {err}."
+        threshold, direction = float("nan"), "up" if goal.value > 0 else "down"
+    threshold_logit = _logit(threshold) if unreachable is None else float("nan")
 
     parameters = {
         "immutable": immutable,
@@ -694,6 +690,8 @@ def find_counterfactuals(
         base.update(values)
         return CounterfactualSearch(**base)
 
+    if unreachable is not None:
+        return result(message=unreachable, exhaustive=True)
     sign = 1.0 if direction == "up" else -1.0
     if sign * (logit_before - threshold_logit) >= 0:
         return result(
