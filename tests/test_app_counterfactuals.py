@@ -308,6 +308,20 @@ def test_open_in_editor_loads_changes(app_env, tiny, reachable_change):
     assert any(i.value.startswith("The editor shows counterfactual 2: ") for i in app.info)
 
 
+def test_new_search_resets_choice_to_open(app_env, tiny, reachable_change):
+    """A new search starts the "Counterfactual to open" choice at its first result, not the old choice."""
+    app = open_page(cf_row=ROW, cf_goal_kind="change", cf_goal_value=reachable_change, cf_time_limit=0.0)
+    app.button(key="cf_search_submit").click().run()
+    app.selectbox(key="cf_open_choice").set_value(2).run()
+    assert app.selectbox(key="cf_open_choice").value == 2
+
+    app.number_input(key="cf_max_changes").set_value(2)
+    app.button(key="cf_search_submit").click().run()
+
+    no_problems(app)
+    assert app.selectbox(key="cf_open_choice").value == 1
+
+
 def test_search_already_met_says_nothing_searched(app_env, tiny):
     bundle, dataset = tiny
     logit = float(compare(bundle.model, dataset.tensors([ROW]), dataset.tensors([ROW]), method=None).logit_before)

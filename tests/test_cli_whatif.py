@@ -54,7 +54,7 @@ def test_counterfactuals_file_equals_library(tmp_path):
     summary = json.loads(stdout)
     assert summary["rows"] == 2
     assert summary["found"] == found
-    assert summary["success_rate"] == found / 2
+    assert summary["success_rate"] == found / (2 - summary["already_met"])
 
 
 def test_counterfactuals_reports_rows_without_result(tmp_path):
@@ -134,6 +134,7 @@ def test_counterfactuals_counts_already_met(tmp_path):
     summary = json.loads(stdout)
     assert summary["already_met"] == 3
     assert summary["found"] == 0
+    assert summary["success_rate"] is None
 
 
 def test_sweep_file_equals_library(tmp_path):
@@ -293,3 +294,13 @@ def test_rows_beyond_file_noted(tmp_path):
     assert status == 0
     assert "note: --rows 999,999" in stderr
     assert "has 20,000 rows; using all of them" in stderr
+
+
+def test_faithfulness_default_methods_follow_baseline(tmp_path):
+    out = tmp_path / "f.parquet"
+    status, _, stderr = run_cli(
+        ["faithfulness", str(DEEPFM), str(TEST_FILE), "--out", str(out), "--rows", "5", "--baseline", "mean",
+         "--background-rows", "20", "--random-orders", "2"]
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert set(pd.read_parquet(out)["explainer"]) == {"exact_shapley", "random"}

@@ -425,6 +425,27 @@ def test_no_allowed_value_message(lr):
     assert result.evaluations == 0
 
 
+def test_single_changes_respect_links(deepfm):
+    """A new category alone breaks the item-category link, so it is not a best single change."""
+    model, data = deepfm
+    result = find_counterfactuals(model, data, 0, Goal("change", 0.02), together={"item_id": ["category"]})
+    raw = data.raw_values()
+    seen = set(zip(raw["item_id"], raw["category"], strict=True))
+    for line in result.single_changes.itertuples():
+        values = dict(raw.iloc[0])
+        values[line.field] = line.value
+        assert (values["item_id"], values["category"]) in seen
+
+
+def test_already_met_rank_message(deepfm):
+    model, data = deepfm
+    # Rank worse than 1: every row but the single highest of the cohort meets it already.
+    result = find_counterfactuals(model, data, 0, Goal("rank_drop", 1), cohort_rows=np.arange(300))
+    assert result.parameters["rank_before"] > 1
+    assert result.already_met
+    assert f"already meets the goal: its rank is {result.parameters['rank_before']:,} of 300" in result.message
+
+
 def test_cohort_rows_checked(lr):
     model, data = lr
     with pytest.raises(CounterfactualError, match="cohort_rows must lie"):

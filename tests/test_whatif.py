@@ -64,6 +64,7 @@ def test_encode_change_by_kind(deepfm):
         ("history_categories", "sports,travel", "items are joined by '|'"),
         ("history_categories", 5, "needs a list of items"),
         ("bid_price", True, "boolean"),
+        ("bid_price", 1e9, "standard deviations from the training mean"),
     ],
 )
 def test_encode_change_rejects(deepfm, field, value, message):

@@ -99,7 +99,8 @@ def add_commands(commands: Any) -> None:
         description=(
             "Search, per row, for the fewest field-value substitutions that meet --goal, under the given "
             "constraints. Writes one Parquet line per (row, counterfactual, changed field); rows without a "
-            "counterfactual get one line with the reason. Prints a JSON summary: success rate, fewest changes and "
+            "counterfactual get one line with the reason. Prints a JSON summary: success rate (among the rows that "
+            "did not already meet the goal), fewest changes and "
             f"time. Goals are KIND:VALUE. Kinds: {goals}."
         ),
     )
@@ -279,7 +280,8 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
         "goal": args.goal.describe(),
         "found": len(fewest),
         "already_met": int(already_met),
-        "success_rate": round(len(fewest) / len(rows), 4),
+        # Among the rows that needed a change: rows that already met the goal are neither successes nor failures.
+        "success_rate": None if already_met == len(rows) else round(len(fewest) / (len(rows) - already_met), 4),
         "fewest_changes": {str(k): int(v) for k, v in zip(*np.unique(fewest, return_counts=True), strict=True)},
         "seconds_total": round(time.monotonic() - started, 3),
         "seconds_per_row_median": round(float(np.median(seconds)), 4),
@@ -356,7 +358,9 @@ def _faithfulness_methods(args: argparse.Namespace, model: Any) -> list[str]:
         raise CLIError(msg)
     if args.methods is None:
         first = "exact_shapley" if count_players(model, None) <= AUTO_EXACT_MAX_PLAYERS else "permutation_shapley"
-        return [first, "integrated_gradients"] + ([ATTENTION] if has_pair_attention(model) else [])
+        defaults = [first, "integrated_gradients"] + ([ATTENTION] if has_pair_attention(model) else [])
+        # Integrated Gradients integrates from the zero or OOV embedding only, so other baselines leave it out.
+        return [name for name in defaults if name == ATTENTION or args.baseline in METHODS[name].baselines]
     unknown = [name for name in args.methods if name != ATTENTION and name not in METHODS]
     if unknown:
         msg = f"--methods: unknown method {unknown[0]!r}; valid: {', '.join([*METHODS, ATTENTION])}"
@@ -398,7 +402,12 @@ def run_faithfulness(args: argparse.Namespace) -> int:
             continue
         options = {"random_state": args.random_state} if "random_state" in (METHODS[name].options or ()) else {}
         if args.baseline not in METHODS[name].baselines:
-            msg = f"--methods {name} supports the baselines {', '.join(METHODS[name].baselines)}; got --baseline {args.baseline}"
+            working = [other for other, entry in METHODS.items() if args.baseline in entry.baselines]
+            msg = (
+                f"--methods {name} supports the baselines {', '.join(METHODS[name].baselines)}; got --baseline "
+                f"{args.baseline}. Leave {name} out, or choose a baseline it supports; methods for "
+                f"{args.baseline}: {', '.join(working)}"
+            )
             raise CLIError(msg)
         scores[name] = explain(
             model, dataset, rows, method=name, baseline=args.baseline, background=background, **options

@@ -190,7 +190,10 @@ class CounterfactualSearch:
     logit_before: float
     counterfactuals: tuple[Counterfactual, ...]
     single_changes: pd.DataFrame
-    """Per mutable field, the best single substitution found: field, value, prediction and margin."""
+    """Per mutable field, the best single substitution allowed on its own: field, value, prediction and margin.
+
+    A field whose every single change breaks a ``together`` link is left out.
+    """
     field_order: tuple[str, ...]
     """Mutable fields in the order they were tried, by attribution against the goal."""
     evaluations: int
@@ -694,8 +697,11 @@ def find_counterfactuals(
         return result(message=unreachable, exhaustive=True)
     sign = 1.0 if direction == "up" else -1.0
     if sign * (logit_before - threshold_logit) >= 0:
+        where = f"predicted CTR is {prediction_before:.4f}"
+        if "rank_before" in parameters:
+            where = f"rank is {parameters['rank_before']:,} of {parameters['cohort_size']:,} ({where})"
         return result(
-            message=f"Row {row} already meets the goal: its predicted CTR is {prediction_before:.4f} ({goal.describe()}).",
+            message=f"Row {row} already meets the goal: its {where}; goal: {goal.describe()}.",
             exhaustive=True,
             already_met=True,
         )
@@ -818,8 +824,10 @@ def find_counterfactuals(
                 scores = np.full(len(candidates[name].encoded), np.nan)
                 scores[positions] = margins
                 single_scores[name] = scores
-                if len(margins):
-                    best = int(np.argmax(margins))
+                # Only substitutions allowed on their own count: a new category without a matching item does not.
+                allowed = np.asarray([consistent({name: int(position)}) for position in positions], dtype=bool)
+                if allowed.any():
+                    best = int(np.flatnonzero(allowed)[np.argmax(margins[allowed])])
                     best_single[name] = (int(positions[best]), float(margins[best]), float(logits[best]))
             for position, margin, logit in zip(positions, margins, logits, strict=True):
                 state_changes = {**changes, name: int(position)}

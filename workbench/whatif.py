@@ -29,6 +29,13 @@ from workbench.explain.result import Attribution
 from workbench.schema import OOV_TOKEN, PAD_TOKEN, Field, Schema, decode_value, encode_field
 
 
+MAX_STANDARD_DEVIATIONS = 1_000
+"""Numeric what-if values further than this from the training mean are rejected.
+
+The bound only stops absurd inputs (1e308 gives a NaN prediction): anything
+beyond a few standard deviations is already an extrapolation."""
+
+
 def value_choices(field: Field, *, min_count: int = 1) -> pd.DataFrame:
     """List the values a categorical or sequence field can take, most frequent in training first.
 
@@ -96,6 +103,13 @@ def encode_change(field: Field, raw: Any) -> np.ndarray:
             msg = f"field {field.name!r} needs a finite number; got {raw!r}"
             raise ValueError(msg)
         encoded, _ = encode_field(field, pd.Series([number]))
+        if abs(float(encoded[0])) > MAX_STANDARD_DEVIATIONS:
+            msg = (
+                f"field {field.name!r}: {number:g} lies {abs(float(encoded[0])):,.0f} standard deviations from the "
+                f"training mean {field.mean:.4g}; the model never saw anything like it. Give a value within "
+                f"{MAX_STANDARD_DEVIATIONS:,} standard deviations ({field.std:.4g} each)"
+            )
+            raise ValueError(msg)
         return encoded
     if field.kind == "sequence":
         assert field.vocabulary is not None

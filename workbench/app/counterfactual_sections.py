@@ -375,7 +375,7 @@ def _search_form(data: state.LoadedData, row: int) -> None:
     _default("cf_immutable", counterfactual_views.default_immutable(schema))
     _keep_valid("cf_immutable", searchable)
     _keep_valid("cf_together", list(pairs))
-    with st.form("cf_search_form"):
+    with st.form("cf_search_form", enter_to_submit=False):
         columns = st.columns(4)
         goal_kind = columns[0].selectbox(
             "Goal",
@@ -485,6 +485,8 @@ def _search_form(data: state.LoadedData, row: int) -> None:
             cohort_seed=int(cohort_seed),
         )
         st.session_state[SEARCH_KEY] = (data.key, int(row), request)
+        # The choice of a previous search would keep its label over the new options (same ranks 1..n).
+        st.session_state.pop("cf_open_choice", None)
 
 
 def open_in_editor(schema: Schema, counterfactual: Counterfactual, rank: int) -> None:
@@ -519,12 +521,16 @@ def _results(data: state.LoadedData, search: CounterfactualSearch) -> None:
     field_columns = counterfactual_views.changed_field_columns(table)
     st.plotly_chart(counterfactual_figures.counterfactuals_bar(search), key="cf_counterfactuals_chart")
 
-    formats = {"prediction": "{:.4f}", "change": "{:+.4f}", "margin": "{:+.3f}", "plausibility": "{:,.0f}"}
+    formats = {"prediction": "{:.4f}", "change": "{:+.4f}", "margin": "{:+.3f}"}
     if "rank_after" in table.columns:
         formats["rank_after"] = "{:,}"
-    styled = table.style.map(lambda cell: CHANGED_STYLE if cell else "", subset=field_columns).format(
-        formats, na_rep="numeric only"
+    # Text, because the number column type shows a missing count as "None"; only numbers changed there.
+    table = table.assign(
+        plausibility=[
+            "numeric only" if np.isnan(value) else f"{value:,.0f}" for value in table["plausibility"].astype(float)
+        ]
     )
+    styled = table.style.map(lambda cell: CHANGED_STYLE if cell else "", subset=field_columns).format(formats)
     st.dataframe(
         styled,
         hide_index=True,
@@ -532,8 +538,11 @@ def _results(data: state.LoadedData, search: CounterfactualSearch) -> None:
         column_config={
             "prediction": st.column_config.NumberColumn(help="Predicted CTR of the counterfactual."),
             "change": st.column_config.NumberColumn(help="Prediction minus the row's, in click probability."),
-            "plausibility": st.column_config.NumberColumn(
-                help="Smallest training count among the new categorical values (larger is more plausible)."
+            "plausibility": st.column_config.TextColumn(
+                help=(
+                    "Smallest training count among the new categorical values (larger is more plausible); "
+                    "'numeric only' when only numbers changed."
+                )
             ),
             "margin": st.column_config.NumberColumn(help="How far past the goal, in logit units."),
             **_rank_column(search),
@@ -676,7 +685,7 @@ def _n_players(data: state.LoadedData, groups_text: str) -> int:
 
 def _faithfulness_form(data: state.LoadedData) -> None:
     model = data.bundle.model
-    with st.form("cf_faithfulness_form"):
+    with st.form("cf_faithfulness_form", enter_to_submit=False):
         columns = st.columns(4)
         n_rows = columns[0].number_input(
             "Cohort rows", min_value=1, max_value=2_000, value=20, step=10, key="cf_faith_rows",
