@@ -727,15 +727,25 @@ def _note_fewer_rows(requested: int, available: int, path: Path) -> None:
         print(f"note: --rows {requested:,} but {str(path)!r} has {available:,} rows; using all of them", file=sys.stderr)
 
 
-def _load_rows(args: argparse.Namespace, bundle: Bundle) -> tuple[CTRDataset, np.ndarray]:
-    """Read the rows that ``--rows`` or ``--row-ids`` select, with a one-line error for empty data or a bad row."""
-    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=None if args.row_ids else args.rows)
+def _load_rows(
+    args: argparse.Namespace, bundle: Bundle, *, whole_file: bool = False
+) -> tuple[CTRDataset, np.ndarray]:
+    """Read the rows that ``--rows`` or ``--row-ids`` select, with a one-line error for empty data or a bad row.
+
+    With ``whole_file`` every row of the file is read and ``--rows N`` only
+    selects the first N, for commands that use the rest of the file as a
+    cohort, a grid or background.
+    """
+    max_rows = None if args.row_ids or whole_file else args.rows
+    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=max_rows)
     if len(dataset) == 0:
         msg = f"{str(args.data)!r} has no rows"
         raise CLIError(msg)
-    rows = np.asarray(args.row_ids, dtype=np.int64) if args.row_ids else np.arange(len(dataset))
-    if not args.row_ids:
+    if args.row_ids:
+        rows = np.asarray(args.row_ids, dtype=np.int64)
+    else:
         _note_fewer_rows(args.rows, len(dataset), args.data)
+        rows = np.arange(min(args.rows, len(dataset)))
     if rows.max() >= len(dataset):
         msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
         raise CLIError(msg)

@@ -22,11 +22,10 @@ from workbench.cli import (
     _add_row_arguments,
     _check_out,
     _load_rows,
-    _note_fewer_rows,
     _positive_int,
 )
 from workbench.counterfactual import GOAL_KINDS, CounterfactualError, find_counterfactuals, parse_goal
-from workbench.data import CTRDataset, load_dataset
+from workbench.data import load_dataset
 from workbench.explain import METHODS, background_sample, explain
 from workbench.explain.api import AUTO_EXACT_MAX_PLAYERS, count_players
 from workbench.explain.game import BACKGROUND_BASELINES, GAME_BASELINES, OUTPUT_SPACES
@@ -68,26 +67,6 @@ def _positive_float(text: str) -> float:
         msg = f"expected a number of seconds > 0; got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return value
-
-
-def _load_file_and_rows(args: argparse.Namespace, bundle: Any) -> tuple[CTRDataset, np.ndarray]:
-    """Read the whole data file and select the rows of ``--rows`` or ``--row-ids``.
-
-    Unlike the explain commands, the rest of the file matters here: it is the
-    cohort of the rank goals, the numeric grids and the seen value pairs.
-    """
-    dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map)
-    if len(dataset) == 0:
-        msg = f"{str(args.data)!r} has no rows"
-        raise CLIError(msg)
-    if args.row_ids:
-        rows = np.asarray(args.row_ids, dtype=np.int64)
-        if rows.max() >= len(dataset):
-            msg = f"--row-ids contains {int(rows.max())}, but {str(args.data)!r} has only {len(dataset)} rows (0-based)"
-            raise CLIError(msg)
-        return dataset, rows
-    _note_fewer_rows(args.rows, len(dataset), args.data)
-    return dataset, np.arange(min(args.rows, len(dataset)))
 
 
 def add_commands(commands: Any) -> None:
@@ -234,7 +213,7 @@ def run_counterfactuals(args: argparse.Namespace) -> int:
         msg = f"--min-count must be >= 0; got {args.min_count}"
         raise CLIError(msg)
     bundle = load_bundle(args.bundle)
-    dataset, rows = _load_file_and_rows(args, bundle)
+    dataset, rows = _load_rows(args, bundle, whole_file=True)
     reference = None
     if args.reference is not None:
         reference = load_dataset(args.reference, bundle.schema, feature_map=args.feature_map)
@@ -301,7 +280,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise CLIError(msg)
 
     bundle = load_bundle(args.bundle)
-    dataset, rows = _load_file_and_rows(args, bundle)
+    dataset, rows = _load_rows(args, bundle, whole_file=True)
     values: list[Any] | None = args.values
     if values is not None and args.field in bundle.schema.field_names and bundle.schema[args.field].kind == "numeric":
         try:
@@ -388,12 +367,11 @@ def run_faithfulness(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     model = bundle.model
     methods = _faithfulness_methods(args, model)
+    # The background comes from the whole file, not only from the compared rows.
+    dataset, rows = _load_rows(args, bundle, whole_file=uses_background)
     background = None
     if uses_background:
-        # The background comes from the whole file, not only the compared rows.
-        everything = load_dataset(args.data, bundle.schema, feature_map=args.feature_map)
-        background = background_sample(everything, args.background_rows or DEFAULT_BACKGROUND_ROWS, seed=args.random_state)
-    dataset, rows = _load_rows(args, bundle)
+        background = background_sample(dataset, args.background_rows or DEFAULT_BACKGROUND_ROWS, seed=args.random_state)
 
     scores: dict[str, Any] = {}
     for name in methods:

@@ -28,6 +28,7 @@ import torch
 
 from workbench.data import CTRDataset
 from workbench.schema import PAD_INDEX
+from workbench.whatif import forward_logits
 
 SEQUENCE_ACTIONS = {
     "drop": "remove the behaviours at the chosen positions",
@@ -217,16 +218,6 @@ def paired_values(model: Any, data: CTRDataset, value: str) -> dict[str, str]:
     return out
 
 
-@torch.no_grad()
-def _logit(model: Any, inputs: Mapping[str, torch.Tensor]) -> float:
-    was_training = model.training
-    model.eval()
-    try:
-        return float(model(dict(inputs)).reshape(-1)[0])
-    finally:
-        model.train(was_training)
-
-
 def apply_edit(
     model: Any,
     data: CTRDataset,
@@ -301,8 +292,8 @@ def apply_edit(
         description=description,
         items_before=item_labels(model, inputs),
         items_after=item_labels(model, edited),
-        logit_before=_logit(model, inputs),
-        logit_after=_logit(model, edited),
+        logit_before=float(forward_logits(model, inputs)[0]),
+        logit_after=float(forward_logits(model, edited)[0]),
     )
 
 

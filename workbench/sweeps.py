@@ -34,8 +34,7 @@ one value. Behaviour histories are edited with :mod:`workbench.sequence_edits`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +43,7 @@ import pandas as pd
 import torch
 
 from workbench.data import CTRDataset
+from workbench.explain.api import restored_modes
 from workbench.schema import Field, decode_value, encode_field
 from workbench.zoo.base import CTRModel
 
@@ -148,17 +148,6 @@ class FieldSweep:
         frame["ice_max"] = self.ice.max(axis=0)
         frame["output_space"] = self.output_space
         return frame
-
-
-@contextmanager
-def _restore_train_modes(model: torch.nn.Module) -> Iterator[None]:
-    """Run the body, then put every submodule back in its previous train or eval mode, also after an error."""
-    modes = [(module, module.training) for module in model.modules()]
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.train(training)
 
 
 def sweep_field(
@@ -463,7 +452,7 @@ def _forward_sweep(
     n_total = n_rows * (n_values + 1)
     outputs = np.empty(n_total, dtype=np.float64)
 
-    with _restore_train_modes(model), torch.no_grad():
+    with restored_modes(model), torch.no_grad():
         model.eval()
         for start in range(0, n_total, chunk_size):
             stop = min(start + chunk_size, n_total)

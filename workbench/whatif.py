@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from workbench.data import CTRDataset
-from workbench.explain.api import Players, explain
+from workbench.explain.api import Players, explain, restored_modes
 from workbench.explain.result import Attribution
 from workbench.schema import OOV_TOKEN, PAD_TOKEN, Field, Schema, decode_value, encode_field
 
@@ -236,19 +236,16 @@ class WhatIf:
 def forward_logits(model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], *, chunk_size: int = 4_096) -> np.ndarray:
     """Forward ``inputs`` in eval mode, ``chunk_size`` rows at a time, and return float64 logits of shape (n_rows,).
 
-    The model's previous train or eval mode is restored afterwards.
+    Every submodule is back in its previous train or eval mode afterwards.
     """
     n_rows = int(next(iter(inputs.values())).shape[0])
-    was_training = model.training
-    model.eval()
-    try:
-        out = np.empty(n_rows, dtype=np.float64)
+    out = np.empty(n_rows, dtype=np.float64)
+    with restored_modes(model):
+        model.eval()
         for start in range(0, n_rows, chunk_size):
             chunk = {name: x[start : start + chunk_size] for name, x in inputs.items()}
             out[start : start + chunk_size] = model(chunk).reshape(-1).double().cpu().numpy()
-        return out
-    finally:
-        model.train(was_training)
+    return out
 
 
 def compare(

@@ -562,11 +562,9 @@ def what_if(
     (``"auto"``: exact Shapley values up to 16 players). Raises ValueError or
     IndexError with the reason when a value, an edit or the row is not valid.
     """
-    items = tuple((name, changes[name]) for name in data.bundle.schema.field_names if name in changes)
-    unknown = [name for name in changes if name not in data.bundle.schema.field_names]
-    if unknown:
-        msg = f"no field named {unknown[0]!r}; fields: {', '.join(data.bundle.schema.field_names)}"
-        raise ValueError(msg)
+    # Field order makes equal edits one cache entry; apply_changes rejects unknown names, which sort last.
+    order = {name: position for position, name in enumerate(data.bundle.schema.field_names)}
+    items = tuple(sorted(changes.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
     return _what_if(
         data.key, int(row), items, history or HistoryEdits(), None if settings is None else settings.normalised()
     )

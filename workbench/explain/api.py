@@ -210,7 +210,7 @@ def count_players(model: CTRModel, players: Players) -> int:
 
 
 @contextmanager
-def _restored_modes(model: torch.nn.Module) -> Iterator[None]:
+def restored_modes(model: torch.nn.Module) -> Iterator[None]:
     """Run the body, then put every submodule back in its previous train or eval mode, also after an error."""
     modes = [(module, module.training) for module in model.modules()]
     try:
@@ -355,7 +355,7 @@ def explain(
             raise ValueError(msg)
     _check_background(baseline, background, "explain")
 
-    with _restored_modes(model):
+    with restored_modes(model):
         attribution = entry.function(
             model,
             data,
@@ -640,7 +640,7 @@ def interactions(
             raise ValueError(msg)
     _check_background(baseline, background, "interactions")
 
-    with _restored_modes(model):
+    with restored_modes(model):
         return entry.function(
             model,
             data,
