@@ -722,7 +722,7 @@ def _add_row_arguments(command: argparse.ArgumentParser, *, verb: str, default_r
 
 
 def _note_fewer_rows(requested: int, available: int, path: Path) -> None:
-    """Tell the user on stderr when ``--rows`` asks for more rows than the file has."""
+    """Tell the user on stderr when ``--rows`` requests more rows than the file has."""
     if requested > available:
         print(f"note: --rows {requested:,} but {str(path)!r} has {available:,} rows; using all of them", file=sys.stderr)
 

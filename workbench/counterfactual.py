@@ -526,7 +526,7 @@ def find_counterfactuals(
     immutable : list of str
         Fields that must keep their value, such as the user id or the country.
     max_changes : int
-        The most fields one counterfactual may change.
+        The maximum number of fields one counterfactual may change.
     min_count : int
         A new categorical value must have been seen at least this many times
         in training (the vocabulary counts stored with the model).

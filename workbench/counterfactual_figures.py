@@ -174,6 +174,23 @@ def _reference_lines(figure: go.Figure, search: CounterfactualSearch, x_range: l
         )
 
 
+def _finish_bars(
+    figure: go.Figure, search: CounterfactualSearch, predictions: np.ndarray, title: dict, *, n_bars: int, bar_height: int
+) -> go.Figure:
+    """Add the reference lines and the layout that both bar charts of a search share."""
+    x_range = _x_range(search, predictions)
+    _reference_lines(figure, search, x_range)
+    figure.update_layout(
+        title=title,
+        xaxis={"title": "predicted CTR", "tickformat": ".1%", "range": x_range},
+        yaxis={"autorange": "reversed", "title": None, "type": "category"},
+        height=TOP_MARGIN + 90 + bar_height * max(n_bars, 1),
+        margin={"l": 10, "r": 40, "t": TOP_MARGIN, "b": 50},
+        showlegend=False,
+    )
+    return figure
+
+
 def counterfactuals_bar(search: CounterfactualSearch) -> go.Figure:
     """Build a horizontal bar per counterfactual: its predicted CTR, with the row's prediction and the goal's threshold.
 
@@ -206,20 +223,11 @@ def counterfactuals_bar(search: CounterfactualSearch) -> go.Figure:
             hovertemplate="%{hovertext}<extra></extra>",
         )
     )
-    x_range = _x_range(search, predictions)
-    _reference_lines(figure, search, x_range)
-    figure.update_layout(
-        title=_title(
-            f"Counterfactuals of row {search.row}",
-            f"goal: {search.goal.describe()} · {len(labels)} found{_rank_now(search)}",
-        ),
-        xaxis={"title": "predicted CTR", "tickformat": ".1%", "range": x_range},
-        yaxis={"autorange": "reversed", "title": None, "type": "category"},
-        height=TOP_MARGIN + 90 + 34 * max(len(labels), 1),
-        margin={"l": 10, "r": 40, "t": TOP_MARGIN, "b": 50},
-        showlegend=False,
+    title = _title(
+        f"Counterfactuals of row {search.row}",
+        f"goal: {search.goal.describe()} · {len(labels)} found{_rank_now(search)}",
     )
-    return figure
+    return _finish_bars(figure, search, predictions, title, n_bars=len(labels), bar_height=34)
 
 
 def single_changes_bar(search: CounterfactualSearch) -> go.Figure:
@@ -249,17 +257,8 @@ def single_changes_bar(search: CounterfactualSearch) -> go.Figure:
             hovertemplate="%{y}<br>predicted CTR %{x:.2%}<br>margin %{customdata:+.3f} logit<extra></extra>",
         )
     )
-    x_range = _x_range(search, predictions)
-    _reference_lines(figure, search, x_range)
-    figure.update_layout(
-        title=_title(
-            f"Best single substitution per field, row {search.row}",
-            f"goal: {search.goal.describe()} · {int(meets.sum())} of {len(frame)} fields reach it alone",
-        ),
-        xaxis={"title": "predicted CTR", "tickformat": ".1%", "range": x_range},
-        yaxis={"autorange": "reversed", "title": None, "type": "category"},
-        height=TOP_MARGIN + 90 + 26 * max(len(labels), 1),
-        margin={"l": 10, "r": 40, "t": TOP_MARGIN, "b": 50},
-        showlegend=False,
+    title = _title(
+        f"Best single substitution per field, row {search.row}",
+        f"goal: {search.goal.describe()} · {int(meets.sum())} of {len(frame)} fields reach it alone",
     )
-    return figure
+    return _finish_bars(figure, search, predictions, title, n_bars=len(labels), bar_height=26)

@@ -43,7 +43,7 @@ Grouping the samples costs one ``np.unique`` per coalition, about 40 ms for 1,02
 size that costs more than the rows it saves: on 20 Frappe rows, the exact game took 1.19 times as long."""
 
 MIN_SAMPLES_TO_DEDUPLICATE = 32
-"""Fewest samples for which :meth:`EmbeddingGame.values` looks for repeats.
+"""Minimum number of samples for which :meth:`EmbeddingGame.values` looks for repeats.
 
 Grouping costs one ``np.unique`` per coalition whatever the number of samples, about as much as forwarding 8
 rows, and a coalition saves at most one row per sample. An estimate, from one measurement: the two rows of a
