@@ -141,8 +141,11 @@ def test_explorer_waterfall_in_browser(app_url, browser, tiny_bundle_path, tiny_
     row_input = page.get_by_role("spinbutton", name="Row number")
     row_input.fill(str(ROW))
     row_input.press("Enter")
+    # While Streamlit reruns, the previous row's figure can stay in the page next to the
+    # new one; wait until only the new figure is left.
     page.wait_for_function(
-        f"() => ({WATERFALL_TRACES_JS})().some(plot => plot.title.includes('Field attributions for row {ROW}'))"
+        f"() => {{ const plots = ({WATERFALL_TRACES_JS})();"
+        f" return plots.length === 1 && plots[0].title.includes('Field attributions for row {ROW}'); }}"
     )
 
     plots = page.evaluate(WATERFALL_TRACES_JS)
