@@ -243,6 +243,8 @@ class CTRDataset:
     name: str = ""
     source: str = ""
     oov_counts: dict[str, int] = field(default_factory=dict)
+    source_rows: np.ndarray | None = None
+    """Each row's number in the file it was read from, when this is a subset (see ``workbench.cohorts.restrict``)."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
