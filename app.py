@@ -21,6 +21,7 @@ pages = [
     st.Page("workbench/app/pages/attention.py", title="Attention", icon=":material/visibility:"),
     st.Page("workbench/app/pages/intrinsic.py", title="Intrinsic vs post-hoc", icon=":material/compare:"),
     st.Page("workbench/app/pages/counterfactuals.py", title="Counterfactuals", icon=":material/swap_horiz:"),
+    st.Page("workbench/app/pages/cohorts.py", title="Cohorts & metrics", icon=":material/filter_alt:"),
 ]
 navigation = st.navigation(pages)
 sidebar.render()

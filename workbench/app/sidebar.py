@@ -1,4 +1,4 @@
-"""The sidebar: choose a model bundle, a data file and how many rows to load."""
+"""The sidebar: choose a model bundle, a data file, how many rows to load and the cohort."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.app import sources, state
+from workbench.app import cohort_views, sources, state
 
 
 def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: str, typed_help: str) -> Path | None:
@@ -78,6 +78,7 @@ def render() -> state.Selection:
                 "Metrics and samples use only these rows."
             ),
         )
-    selection = state.Selection(bundle_path, data_path, int(max_rows))
+        cohort = cohort_views.cohort_select()
+    selection = state.Selection(bundle_path, data_path, int(max_rows), cohort)
     state.set_selection(selection)
     return selection

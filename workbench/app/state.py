@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 from workbench.app import rows, sources
 from workbench.app.counterfactual_views import ATTENTION_EXPLAINER, FaithfulnessRequest, HistoryEdits, SearchRequest
 from workbench.bundle import Bundle, BundleError, load_bundle
+from workbench.cohorts import Cohort, CohortError, restrict, select_rows
 from workbench.counterfactual import CounterfactualSearch, find_counterfactuals
 from workbench.data import CTRDataset, DataError, load_dataset
 from workbench.explain import METHODS, Attribution, background_sample, explain, groups_from_json
@@ -41,14 +42,15 @@ from workbench.explain.exact import ExactResult, exact_indices
 from workbench.explain.game import BACKGROUND_BASELINES
 from workbench.explain.integrated_gradients import DEFAULT_N_STEPS
 from workbench.faithfulness import FaithfulnessResult, attention_field_scores, compare_explainers
+from workbench.metrics import calibration_table, prediction_metrics, sigmoid
 from workbench.probes import ProbeCapture, capture_probes
 from workbench.schema import PAD_INDEX, SchemaError
 from workbench.sequence_edits import SequenceEdit, apply_edit, paired_values
 from workbench.sweeps import FieldSweep, sweep_field
-from workbench.training import evaluate
+from workbench.training import evaluate, predict_logits
 from workbench.whatif import WhatIf, apply_changes, compare
 
-LOAD_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexError, OSError)
+LOAD_ERRORS = (BundleError, CohortError, DataError, SchemaError, ValueError, KeyError, IndexError, OSError)
 """Exceptions a user-driven load can raise. Pages turn them into ``st.error``."""
 
 SELECTION_KEY = "workbench_selection"
@@ -56,10 +58,11 @@ RANDOM_ROW_KEY = "explorer_random_row"
 SEQUENCE_EDITS_KEY = "sequence_edits"
 DEFAULT_MAX_ROWS = 200_000
 
-SourceKey = tuple[str, int, str, int, int]
+SourceKey = tuple[str, int, str, int, int, str]
 """Cache key of a loaded data set.
 
-(bundle folder, manifest mtime in ns, data file, data file mtime in ns, row limit)
+(bundle folder, manifest mtime in ns, data file, data file mtime in ns, row limit,
+cohort as JSON text or "" for all rows)
 """
 
 
@@ -70,6 +73,7 @@ class Selection:
     bundle_path: Path | None
     data_path: Path | None
     max_rows: int = DEFAULT_MAX_ROWS
+    cohort: Cohort = field(default_factory=Cohort)
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,36 @@ def _bundle_of(key: SourceKey) -> Bundle:
 
 
 @st.cache_data(max_entries=4, show_spinner="Reading and encoding the data set…")
-def _load_dataset(key: SourceKey) -> CTRDataset:
-    _, _, data_path, _, max_rows = key
+def _load_file(key: SourceKey) -> CTRDataset:
+    _, _, data_path, _, max_rows, _ = key
     return load_dataset(data_path, _bundle_of(key).schema, max_rows=max_rows)
+
+
+def _whole_file(key: SourceKey) -> SourceKey:
+    return (*key[:5], "")
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the data set…")
+def _file_logits(key: SourceKey) -> np.ndarray:
+    with _model_lock(key[0], key[1]):
+        return predict_logits(_bundle_of(key).model, _load_file(_whole_file(key)))
+
+
+@st.cache_data(max_entries=8, show_spinner="Selecting the cohort's rows…")
+def _cohort_rows(key: SourceKey) -> np.ndarray:
+    cohort = Cohort.from_dict(json.loads(key[5]))
+    logits = _file_logits(_whole_file(key)) if cohort.needs_scores else None
+    return select_rows(cohort, _load_file(_whole_file(key)), logits=logits)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _load_dataset(key: SourceKey) -> CTRDataset:
+    """The data set of ``key``: the file's rows, or only the cohort's rows renumbered from 0."""
+    dataset = _load_file(_whole_file(key))
+    if not key[5]:
+        return dataset
+    cohort = Cohort.from_dict(json.loads(key[5]))
+    return restrict(dataset, _cohort_rows(key), name=f"{dataset.name} · cohort {cohort.name}")
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring the data set…")
@@ -352,15 +383,9 @@ def current_data(bundle: Bundle) -> LoadedData | None:
             f"of a Parquet, CSV or libfm file in the sidebar, or set {sources.DATA_DIR_ENV}."
         )
         return None
-    key: SourceKey = (
-        str(bundle.path),
-        sources.manifest_mtime_ns(bundle.path),
-        str(path),
-        sources.mtime_ns(path),
-        selection.max_rows,
-    )
+    key = source_key(bundle, path, selection.max_rows, selection.cohort)
     try:
-        dataset = _load_dataset(key)
+        _load_file(_whole_file(key))
     except LOAD_ERRORS as err:
         st.error(
             f"Could not load the data file `{path}` with the schema of bundle `{bundle.name}`: {err}\n\n"
@@ -368,10 +393,28 @@ def current_data(bundle: Bundle) -> LoadedData | None:
             f"({', '.join(bundle.schema.field_names)} and the label {bundle.schema.label!r})."
         )
         return None
+    try:
+        dataset = _load_dataset(key)
+    except LOAD_ERRORS as err:
+        st.error(f"Could not apply the cohort **{selection.cohort.name}**: {err}\n\nChoose another cohort in the sidebar.")
+        return None
     if len(dataset) == 0:
         st.error(f"The data file `{path}` has no rows. Choose another data file in the sidebar.")
         return None
     return LoadedData(bundle=bundle, dataset=dataset, key=key)
+
+
+def source_key(bundle: Bundle, data_path: Path, max_rows: int, cohort: Cohort) -> SourceKey:
+    """Return the cache key of ``bundle`` on the first ``max_rows`` rows of ``data_path``, restricted to ``cohort``."""
+    cohort_text = "" if cohort.is_everything else json.dumps(cohort.to_dict(), sort_keys=True)
+    return (
+        str(bundle.path),
+        sources.manifest_mtime_ns(bundle.path),
+        str(data_path),
+        sources.mtime_ns(data_path),
+        int(max_rows),
+        cohort_text,
+    )
 
 
 def require_data() -> LoadedData:
@@ -380,16 +423,69 @@ def require_data() -> LoadedData:
     data = current_data(bundle) if bundle is not None else None
     if data is None:
         st.stop()
+    cohort = get_selection().cohort
+    restricted = "" if cohort.is_everything else f" · cohort **{cohort.name}** ({cohort.describe()})"
     st.caption(
         f"Bundle **{bundle.name}** ({bundle.architecture}) · "
-        f"data **{data.dataset.name}**, {len(data.dataset):,} rows"
+        f"data **{Path(data.dataset.source).name}**, {len(data.dataset):,} rows{restricted}"
     )
     return data
+
+
+def file_rows(data: LoadedData, rows: np.ndarray | list[int]) -> np.ndarray:
+    """Map row numbers of ``data.dataset`` (cohort rows count from 0) to row numbers of the data file."""
+    rows = np.asarray(rows, dtype=np.int64)
+    source = data.dataset.source_rows
+    return rows if source is None else source[rows]
 
 
 def evaluation(data: LoadedData) -> dict[str, float]:
     """Return AUC, log loss, row count and positive rate of the bundle's model on the data set (cached)."""
     return _evaluation(data.key)
+
+
+def file_dataset(data: LoadedData) -> CTRDataset:
+    """Return the data file's rows before the cohort filter (cached)."""
+    return _load_file(_whole_file(data.key))
+
+
+def file_logits(data: LoadedData) -> np.ndarray:
+    """Return the model's logits for every row of the data file, before the cohort filter (cached)."""
+    return _file_logits(_whole_file(data.key))
+
+
+def logits(data: LoadedData) -> np.ndarray:
+    """Return the model's logits for every row of ``data.dataset`` (the cohort's rows when one is chosen; cached)."""
+    whole = _file_logits(_whole_file(data.key))
+    return whole if data.dataset.source_rows is None else whole[data.dataset.source_rows]
+
+
+@st.cache_data(max_entries=16, show_spinner="Computing metrics…")
+def _metrics(key: SourceKey, group_field: str | None, n_bins: int, strategy: str) -> tuple[dict, pd.DataFrame]:
+    dataset = _load_dataset(key)
+    whole = _file_logits(_whole_file(key))
+    scores = whole if dataset.source_rows is None else whole[dataset.source_rows]
+    groups = None if group_field is None else dataset.raw_values()[group_field].to_numpy()
+    values = prediction_metrics(dataset.labels, scores, groups=groups, n_bins=n_bins, strategy=strategy)
+    table = calibration_table(dataset.labels, sigmoid(scores), n_bins=n_bins, strategy=strategy)
+    return values, table
+
+
+def metrics(data: LoadedData, *, group_field: str | None, n_bins: int, strategy: str) -> tuple[dict, pd.DataFrame]:
+    """Return the model's metrics on ``data`` (AUC, gAUC by ``group_field``, log loss, ECE) and its reliability table."""
+    return _metrics(data.key, group_field, int(n_bins), strategy)
+
+
+def cohort_key(data: LoadedData, cohort: Cohort) -> SourceKey:
+    """Return the cache key of ``data``'s bundle and file restricted to ``cohort`` instead of the chosen one."""
+    return source_key(data.bundle, Path(data.key[2]), data.key[4], cohort)
+
+
+def metrics_of_cohort(
+    data: LoadedData, cohort: Cohort, *, group_field: str | None, n_bins: int, strategy: str
+) -> tuple[dict, pd.DataFrame]:
+    """Like :func:`metrics` for another cohort of the same bundle and file."""
+    return _metrics(cohort_key(data, cohort), group_field, int(n_bins), strategy)
 
 
 def displayed_values(data: LoadedData) -> pd.DataFrame:
