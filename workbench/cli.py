@@ -410,10 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
         )
     prepare.set_defaults(handler=run_prepare)
 
-    # Imported here because cli_whatif imports its shared helpers from this module.
+    # Imported here because cli_whatif and cli_report import their shared helpers from this module.
     from workbench import cli_whatif
 
     cli_whatif.add_commands(commands)
+    from workbench import cli_report
+
+    cli_report.add_command(commands)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
