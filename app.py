@@ -22,6 +22,7 @@ pages = [
     st.Page("workbench/app/pages/intrinsic.py", title="Intrinsic vs post-hoc", icon=":material/compare:"),
     st.Page("workbench/app/pages/counterfactuals.py", title="Counterfactuals", icon=":material/swap_horiz:"),
     st.Page("workbench/app/pages/cohorts.py", title="Cohorts & metrics", icon=":material/filter_alt:"),
+    st.Page("workbench/app/pages/compare.py", title="Model comparison", icon=":material/difference:"),
     st.Page("workbench/app/pages/report.py", title="Report", icon=":material/summarize:"),
 ]
 navigation = st.navigation(pages)

@@ -49,8 +49,11 @@ def add_section(section: ReportSection) -> bool:
     current = report()
     new_figure = section.figure.to_json() if section.figure is not None else None
     for existing in current.sections:
-        same_figure = existing.figure is not None and existing.figure.to_json() == new_figure
-        if same_figure and existing.provenance.get("cohort") == section.provenance.get("cohort"):
+        if existing.figure is None:
+            same = section.figure is None and existing.title == section.title
+        else:
+            same = existing.figure.to_json() == new_figure
+        if same and existing.provenance.get("cohort") == section.provenance.get("cohort"):
             return False
     current.add(section)
     store(current)
@@ -110,5 +113,23 @@ def chart(
     if target.button("Add to report", key=f"{key}_add_to_report", icon=":material/note_add:", type="tertiary"):
         if add_section(section_for(figure, data, **details)):
             st.toast(f"Added “{_figure_title(figure)}” to the report ({len(st.session_state[BASKET_KEY])} sections).")
+        else:
+            st.toast("This figure is already in the report.")
+
+
+def section_chart(section: ReportSection, *, key: str, container: Any = None) -> None:
+    """Show a ready report section's figure with an "Add to report" button that adds that very section.
+
+    Pages that draw sections from ``workbench.report_builder`` use this, so the
+    report holds exactly the figure, tables and provenance shown.
+    """
+    target = container if container is not None else st
+    if section.figure is not None:
+        target.plotly_chart(section.figure, key=key)
+    if section.text:
+        target.caption(section.text)
+    if target.button("Add to report", key=f"{key}_add_to_report", icon=":material/note_add:", type="tertiary"):
+        if add_section(ReportSection.from_dict(section.to_dict())):
+            st.toast(f"Added “{section.title}” to the report ({len(st.session_state[BASKET_KEY])} sections).")
         else:
             st.toast("This figure is already in the report.")

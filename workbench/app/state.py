@@ -444,6 +444,22 @@ def evaluation(data: LoadedData) -> dict[str, float]:
     return _evaluation(data.key)
 
 
+def file_data(key: SourceKey) -> tuple[CTRDataset, np.ndarray]:
+    """Return the data file's rows read with the schema of the bundle in ``key``, and its logits (cached, no cohort)."""
+    whole = _whole_file(key)
+    return _load_file(whole), _file_logits(whole)
+
+
+def bundle_at(path: Path) -> Bundle:
+    """Load the bundle at ``path`` through the shared cache; raises the loader's errors."""
+    return _load_bundle(str(path), sources.manifest_mtime_ns(path))
+
+
+def model_lock(key: SourceKey) -> threading.Lock:
+    """Return the lock that serialises explanations with the bundle of ``key`` across sessions."""
+    return _model_lock(key[0], key[1])
+
+
 def file_dataset(data: LoadedData) -> CTRDataset:
     """Return the data file's rows before the cohort filter (cached)."""
     return _load_file(_whole_file(data.key))
