@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.app import cohort_views, sources, state
+from workbench.app import cohort_views, sources, state, url_state
 
 
 def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: str, typed_help: str) -> Path | None:
@@ -35,6 +35,8 @@ def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: 
 
 def render() -> state.Selection:
     """Draw the sidebar widgets and store the resulting selection for the pages."""
+    # A shared link's query parameters seed the widgets, so they must be read before any widget is drawn.
+    url_state.restore_from_url()
     with st.sidebar:
         st.header("Model and data")
         bundle_options = {str(path): path.name for path in sources.bundle_paths()}
@@ -81,4 +83,5 @@ def render() -> state.Selection:
         cohort = cohort_views.cohort_select()
     selection = state.Selection(bundle_path, data_path, int(max_rows), cohort)
     state.set_selection(selection)
+    url_state.write_to_url(selection)
     return selection
