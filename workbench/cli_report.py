@@ -14,7 +14,7 @@ from typing import Any
 
 from workbench.cli import CLIError, _positive_int
 from workbench.cohorts import Cohort, parse_cohort
-from workbench.explain import METHODS
+from workbench.explain import method_names
 from workbench.explain.game import GAME_BASELINES
 from workbench.model_comparison import default_group_field, load_models
 from workbench.report import chromium_path, write_html, write_pdf, write_tables
@@ -55,7 +55,7 @@ def add_command(commands: Any) -> None:
         help="of those, rows for the exact pair maps, which cost 2**fields model calls each (default: 50)",
     )
     report.add_argument(
-        "--method", choices=list(METHODS), default="auto", help="attribution method (default: auto, exact Shapley up to 16 fields)"
+        "--method", choices=method_names(include_auto=True), default="auto", help="attribution method (default: auto, exact Shapley up to 16 fields)"
     )
     report.add_argument("--baseline", choices=list(GAME_BASELINES), default="zero", help="baseline of absent fields (default: zero)")
     report.add_argument(

@@ -9,7 +9,7 @@ import streamlit as st
 
 from workbench import figures
 from workbench.app import basket, compare_state, controls, sources, state
-from workbench.explain import METHODS
+from workbench.explain import METHODS, method_names
 from workbench.metrics import BIN_STRATEGIES
 from workbench.model_comparison import ComparedModel
 from workbench.report_builder import (
@@ -95,7 +95,11 @@ def _settings_form() -> tuple[int, int, str, str, int]:
         n_rows = columns[0].number_input("Rows to explain", min_value=10, max_value=5_000, value=200, step=50, key="compare_rows")
         seed = columns[1].number_input("Sampling seed", min_value=0, value=0, key="compare_seed")
         method = columns[2].selectbox(
-            "Method", list(METHODS), index=list(METHODS).index("auto") if "auto" in METHODS else 0, key="compare_method"
+            "Method",
+            method_names(include_auto=True),
+            key="compare_method",
+            help="auto: exact Shapley values up to 16 fields, else sampled permutations. "
+            + " · ".join(f"{name}: {entry.summary}" for name, entry in METHODS.items()),
         )
         baseline = columns[3].selectbox("Baseline", controls.BASELINE_OPTIONS, key="compare_baseline", help=controls.BASELINE_HELP)
         pair_rows = columns[4].number_input(
@@ -123,7 +127,7 @@ def explanation_views(keys: compare_state.ModelKeys, models: list[ComparedModel]
     cohort = state.get_selection().cohort
     try:
         attributions = compare_state.attributions(keys, n_rows, seed, method, baseline)
-        maps, notes = compare_state.interactions(keys, min(pair_rows, n_rows), seed, baseline)
+        maps, notes = compare_state.interactions(keys, n_rows, pair_rows, seed, baseline)
     except state.LOAD_ERRORS as err:
         st.error(f"The explanations failed: {err}. Change the settings above.")
         return

@@ -69,16 +69,24 @@ def attributions(keys: ModelKeys, n_rows: int, seed: int, method: str, baseline:
 
 
 @st.cache_data(max_entries=4, show_spinner="Computing exact pair interactions of every model…")
-def _interactions(keys: ModelKeys, n_rows: int, seed: int, baseline: str) -> tuple[dict[str, Interaction], list[str]]:
+def _interactions(
+    keys: ModelKeys, n_rows: int, pair_rows: int, seed: int, baseline: str
+) -> tuple[dict[str, Interaction], list[str]]:
     compared = models(keys)
-    rows = sample_rows(len(compared[0].dataset), n_rows, seed)
+    rows = sample_rows(len(compared[0].dataset), n_rows, seed)[:pair_rows]
     with _locked(keys):
         return interaction_models(compared, rows, baseline=baseline, seed=seed)
 
 
-def interactions(keys: ModelKeys, n_rows: int, seed: int, baseline: str) -> tuple[dict[str, Interaction], list[str]]:
-    """Exact SII maps of ``n_rows`` rows drawn with ``seed`` for every model with at most 16 fields (cached)."""
-    return _interactions(keys, int(n_rows), int(seed), baseline)
+def interactions(
+    keys: ModelKeys, n_rows: int, pair_rows: int, seed: int, baseline: str
+) -> tuple[dict[str, Interaction], list[str]]:
+    """Exact SII maps of every model with at most 16 fields (cached).
+
+    The rows are the first ``pair_rows`` of the ``n_rows`` explained rows, as in
+    ``workbench.report_builder.default_report``.
+    """
+    return _interactions(keys, int(n_rows), int(pair_rows), int(seed), baseline)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
