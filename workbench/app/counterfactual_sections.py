@@ -8,6 +8,7 @@ these functions lay out the widgets, keep the editor's state in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 import streamlit as st
 
 from workbench import counterfactual_figures, faithfulness_figures, figures, sweep_figures
-from workbench.app import controls, counterfactual_views, sequence_views, state
+from workbench.app import basket, controls, counterfactual_views, sequence_views, state
 from workbench.app.counterfactual_views import FaithfulnessRequest, HistoryEdits, SearchRequest
 from workbench.counterfactual import GOAL_KINDS, Counterfactual, CounterfactualError, CounterfactualSearch
 from workbench.schema import Schema
@@ -354,11 +355,26 @@ def editor_section(data: state.LoadedData, row: int) -> None:
             "field groups in the attribution settings make exact Shapley values possible for more than 16 fields."
         )
         return
-    st.plotly_chart(
+    frame = explained.comparison_frame()
+    before = explained.before
+    basket.chart(
         counterfactual_figures.attribution_comparison_bar(explained, max_players=MAX_DRAWN_PLAYERS),
         key="cf_attribution_comparison",
+        data=data,
+        method=before.method if before is not None else settings.method,
+        baseline=settings.baseline,
+        output_space=settings.output_space,
+        parameters={
+            **(before.parameters if before is not None else {}),
+            "row": int(row),
+            "changed_fields": list(result.changed_fields),
+            "history_edits": history.describe(),
+            "background_rows": settings.background_rows,
+            "groups": settings.groups,
+        },
+        tables={"comparison": frame},
+        text=f"Row {row} of {data.dataset.name} · edit: {_edit_summary(result, history)}",
     )
-    frame = explained.comparison_frame()
     styled = frame.style.apply(
         lambda line: [CHANGED_STYLE if line["changed"] else ""] * len(line), axis=1
     ).format({"attribution_before": "{:+.4f}", "attribution_after": "{:+.4f}", "attribution_change": "{:+.4f}"})
@@ -515,11 +531,33 @@ def _rank_column(search: CounterfactualSearch) -> dict[str, Any]:
     return {"rank_after": st.column_config.NumberColumn(help=help_text)}
 
 
-def _results(data: state.LoadedData, search: CounterfactualSearch) -> None:
+def _search_details(search: CounterfactualSearch, request: SearchRequest) -> dict[str, Any]:
+    """Build the provenance of a search figure from the submitted options and the search's own record."""
+    return {
+        "method": "counterfactual search",
+        "baseline": search.parameters.get("baseline"),
+        "parameters": {
+            **dataclasses.asdict(request),
+            **search.parameters,
+            "goal": request.goal,
+            "row": int(search.row),
+            "evaluations": int(search.evaluations),
+        },
+        "text": f"Row {search.row} · {search.message}",
+    }
+
+
+def _results(data: state.LoadedData, search: CounterfactualSearch, request: SearchRequest) -> None:
     schema = data.bundle.schema
     table = counterfactual_views.counterfactual_table(search, schema.field_names)
     field_columns = counterfactual_views.changed_field_columns(table)
-    st.plotly_chart(counterfactual_figures.counterfactuals_bar(search), key="cf_counterfactuals_chart")
+    basket.chart(
+        counterfactual_figures.counterfactuals_bar(search),
+        key="cf_counterfactuals_chart",
+        data=data,
+        tables={"counterfactuals": table},
+        **_search_details(search, request),
+    )
 
     formats = {"prediction": "{:.4f}", "change": "{:+.4f}", "margin": "{:+.3f}"}
     if "rank_after" in table.columns:
@@ -604,12 +642,19 @@ def search_section(data: state.LoadedData, row: int) -> None:
             status += f" · not substituted: {', '.join(not_searched)}"
     st.caption(status)
     if search.found:
-        _results(data, search)
+        _results(data, search, request)
     if len(search.single_changes):
         st.subheader("Best single change per field")
-        st.plotly_chart(counterfactual_figures.single_changes_bar(search), key="cf_single_changes_chart")
+        single_changes = counterfactual_views.single_change_table(search)
+        basket.chart(
+            counterfactual_figures.single_changes_bar(search),
+            key="cf_single_changes_chart",
+            data=data,
+            tables={"single_changes": single_changes},
+            **_search_details(search, request),
+        )
         st.dataframe(
-            counterfactual_views.single_change_table(search),
+            single_changes,
             hide_index=True,
             key="cf_single_changes_table",
             column_config={
@@ -667,8 +712,25 @@ def sweep_section(data: state.LoadedData) -> None:
     except (*state.LOAD_ERRORS, *EDIT_ERRORS) as err:
         st.error(f"Sweeping {field} failed: {err}")
         return
-    st.plotly_chart(sweep_figures.ice_figure(sweep, sort=sort), key="cf_sweep_chart")
-    st.dataframe(counterfactual_views.sweep_table(sweep), hide_index=True, key="cf_sweep_table")
+    sweep_values = counterfactual_views.sweep_table(sweep)
+    basket.chart(
+        sweep_figures.ice_figure(sweep, sort=sort),
+        key="cf_sweep_chart",
+        data=data,
+        method="field sweep",
+        output_space=sweep.output_space,
+        parameters={
+            "field": field,
+            "kind": sweep.kind,
+            "top_k": int(top_k),
+            "sort": sort,
+            "cohort_rows": sweep.n_rows,
+            "cohort_seed": int(seed),
+        },
+        tables={"sweep": sweep_values},
+        text=f"ICE curves and partial dependence of {sweep.describe()}",
+    )
+    st.dataframe(sweep_values, hide_index=True, key="cf_sweep_table")
 
 
 # --- faithfulness ---------------------------------------------------------------------------------
@@ -777,8 +839,32 @@ def faithfulness_section(data: state.LoadedData) -> None:
     except (*state.LOAD_ERRORS, *EDIT_ERRORS) as err:
         st.error(f"The faithfulness comparison failed: {err}")
         return
+    request = stored[1]
+    details = {
+        "method": "faithfulness: " + ", ".join(request.explainers),
+        "baseline": request.baseline,
+        "output_space": request.output_space,
+        "parameters": {**dataclasses.asdict(request), **result.parameters},
+    }
+    summary = result.to_frame()
+    curves = result.curve_frame()
     left, right = st.columns(2)
-    left.plotly_chart(faithfulness_figures.ablation_curve_figure(result, "deletion"), key="cf_deletion_chart")
-    right.plotly_chart(faithfulness_figures.ablation_curve_figure(result, "insertion"), key="cf_insertion_chart")
-    st.plotly_chart(faithfulness_figures.auc_bar(result), key="cf_auc_chart")
-    st.dataframe(result.to_frame(), hide_index=True, key="cf_faithfulness_table")
+    for column, mode in ((left, "deletion"), (right, "insertion")):
+        basket.chart(
+            faithfulness_figures.ablation_curve_figure(result, mode),
+            key=f"cf_{mode}_chart",
+            data=data,
+            container=column,
+            tables={f"{mode}_curves": curves[curves["mode"] == mode].reset_index(drop=True)},
+            text=f"{mode.capitalize()} curves over {result.n_samples:,} rows, random orders as the reference",
+            **details,
+        )
+    basket.chart(
+        faithfulness_figures.auc_bar(result),
+        key="cf_auc_chart",
+        data=data,
+        tables={"faithfulness": summary},
+        text=f"Areas under the deletion and insertion curves over {result.n_samples:,} rows",
+        **details,
+    )
+    st.dataframe(summary, hide_index=True, key="cf_faithfulness_table")

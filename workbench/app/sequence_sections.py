@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from workbench import figures, sequence_figures
-from workbench.app import controls, probe_views, sequence_views, state
+from workbench.app import basket, controls, probe_views, sequence_views, state
 from workbench.explain.behaviours import BEHAVIOUR_METHODS, REST_MODES, BehaviourAttribution
 from workbench.probes import Probe
 from workbench.sequence_edits import SEQUENCE_ACTIONS
@@ -50,7 +50,11 @@ def attention_view(data: state.LoadedData, probe: Probe) -> None:
         st.info(f"Row {row} has an empty history, so there is no attention to show. Choose another row.")
     else:
         st.info(sequence_views.normalisation_note(probe, weights, present))
-        st.plotly_chart(
+        positions = np.flatnonzero(present)
+        row_weights = pd.DataFrame(
+            {"position": positions, "item": history.labels[0][positions], "weight": weights[positions]}
+        )
+        basket.chart(
             sequence_figures.behaviour_strip(
                 history.labels[0],
                 present,
@@ -62,11 +66,15 @@ def attention_view(data: state.LoadedData, probe: Probe) -> None:
                 ),
             ),
             key="attention_strip",
+            data=data,
+            method="model probe",
+            parameters={"probe": probe.name, "probe_kind": probe.kind, "row": int(row)},
+            tables={"weights": row_weights},
+            text=f"Row {row} of {data.dataset.name} · {probe.name}: {probe.description}",
         )
-        positions = np.flatnonzero(present)
         with st.expander("Weights of this row as a table"):
             st.dataframe(
-                pd.DataFrame({"position": positions, "item": history.labels[0][positions], "weight": weights[positions]}),
+                row_weights,
                 hide_index=True,
                 column_config={"weight": st.column_config.NumberColumn(format="%.4f")},
             )
@@ -86,6 +94,15 @@ def attention_view(data: state.LoadedData, probe: Probe) -> None:
     if note:
         st.warning(note)
     n_samples = len(cohort_histories.rows)
+    cohort_details = {
+        "method": "model probe",
+        "parameters": {
+            "probe": probe.name,
+            "probe_kind": probe.kind,
+            "cohort_rows": n_samples,
+            "cohort_seed": int(seed),
+        },
+    }
 
     columns = st.columns([2, 2, 1])
     origin = columns[0].radio(
@@ -98,9 +115,13 @@ def attention_view(data: state.LoadedData, probe: Probe) -> None:
     )
     from_recent = origin == "recent"
     by_position = sequence_figures.attention_by_position(cohort, cohort_present, from_recent=from_recent)
-    st.plotly_chart(
+    basket.chart(
         sequence_figures.attention_by_position_bar(by_position, from_recent=from_recent, n_samples=n_samples),
         key="attention_by_position",
+        data=data,
+        tables={"by_position": by_position},
+        text=f"{probe.name} over {n_samples:,} rows · positions counted from the {origin}",
+        **cohort_details,
     )
 
     histories = sequence_views.paired_histories(data.bundle.model)
@@ -116,9 +137,13 @@ def attention_view(data: state.LoadedData, probe: Probe) -> None:
     by_item = sequence_figures.attention_by_item(
         cohort, cohort_present, cohort_histories.items[history_name], top_n=int(top_n)
     )
-    st.plotly_chart(
+    basket.chart(
         sequence_figures.attention_by_item_bar(by_item, history=history_name, n_samples=n_samples),
         key="attention_by_item",
+        data=data,
+        tables={"by_item": by_item},
+        text=f"{probe.name} over {n_samples:,} rows · behaviours grouped by {history_name}",
+        **cohort_details,
     )
     with st.expander("Cohort means as tables"):
         left, right = st.columns(2)
@@ -153,11 +178,11 @@ def explorer_section(data: state.LoadedData, row: int, *, baseline: str, n_steps
     except (*state.LOAD_ERRORS, *EDIT_ERRORS) as err:
         st.error(f"Cannot attribute row {row} to its behaviours: {err}")
         return
-    _attribution_view(row, attribution)
+    _attribution_view(data, row, attribution)
     _edits_view(data, row, attribution)
 
 
-def _attribution_view(row: int, attribution: BehaviourAttribution) -> None:
+def _attribution_view(data: state.LoadedData, row: int, attribution: BehaviourAttribution) -> None:
     present = attribution.present[0]
     units = attribution.output_space
     correlation = float(attribution.attention_agreement()[0])
@@ -194,7 +219,7 @@ def _attribution_view(row: int, attribution: BehaviourAttribution) -> None:
         st.info(f"Row {row} has an empty history: there are no behaviours to attribute or drop. You can insert one below.")
         return
 
-    st.plotly_chart(
+    basket.chart(
         sequence_figures.behaviour_strip(
             attribution.items[0],
             present,
@@ -204,6 +229,13 @@ def _attribution_view(row: int, attribution: BehaviourAttribution) -> None:
             attribution_units=units,
         ),
         key="sequence_strip",
+        data=data,
+        method=attribution.method,
+        baseline=attribution.baseline,
+        output_space=attribution.output_space,
+        parameters={**attribution.parameters, "row": int(row)},
+        tables={"behaviours": attribution.for_sample(0)},
+        text=f"Row {row} of {data.dataset.name} · rest: {rest}",
     )
     st.dataframe(
         attribution.for_sample(0),
@@ -326,14 +358,18 @@ def _edits_view(data: state.LoadedData, row: int, attribution: BehaviourAttribut
         + "  \nHistory after: " + (" | ".join(latest.items_after) or "(empty)")
     )
 
-    st.plotly_chart(
-        sequence_figures.edit_deltas_bar(
-            sequence_views.edits_frame(edits), title=f"Change of the predicted CTR per edit of row {row}"
-        ),
+    edits_table = sequence_views.edits_frame(edits)
+    basket.chart(
+        sequence_figures.edit_deltas_bar(edits_table, title=f"Change of the predicted CTR per edit of row {row}"),
         key="sequence_edit_deltas",
+        data=data,
+        method="history edits",
+        parameters={"row": int(row), "edits": len(edits)},
+        tables={"edits": edits_table},
+        text=f"Row {row} of {data.dataset.name} · change of the predicted click probability after each edit",
     )
     st.dataframe(
-        sequence_views.edits_frame(edits),
+        edits_table,
         hide_index=True,
         column_config={
             "prediction_before": st.column_config.NumberColumn(format="%.4f"),

@@ -4,11 +4,19 @@ For a behaviour-sequence model it shows the target attention over one row's
 history and the cohort's mean weight by position and by item instead.
 """
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, sequence_sections, sequence_views, state
+from workbench.app import basket, controls, probe_views, sequence_sections, sequence_views, state
 from workbench.probes import pair_map
+
+
+def field_matrix(matrix: np.ndarray, field_names: list[str]) -> pd.DataFrame:
+    """Return a field x field map as a table: a ``query_field`` column, then one column per attended field."""
+    return pd.DataFrame(matrix, index=pd.Index(field_names, name="query_field"), columns=field_names).reset_index()
+
 
 st.title("Attention")
 data = state.require_data()
@@ -51,9 +59,10 @@ if note:
 displayed = state.displayed_values(data)
 field_names = list(data.bundle.schema.field_names)
 labels = probe_views.field_labels(displayed, row, field_names)
-st.plotly_chart(
+row_map = pair_map(values, row=0, select=select)
+basket.chart(
     probe_figures.pair_probe_heatmap(
-        pair_map(values, row=0, select=select),
+        row_map,
         labels,
         row_labels=labels,
         title=f"Attention of row {row} ({where})",
@@ -62,6 +71,11 @@ st.plotly_chart(
         colorbar_title="weight",
     ),
     key="attention_row_map",
+    data=data,
+    method="model probe",
+    parameters={"probe": name, "probe_kind": probe.kind, "row": int(row), "selected_axes": select},
+    tables={"attention": field_matrix(row_map, field_names)},
+    text=f"Row {row} of {data.dataset.name} · {name}: {probe.description} · {where}",
 )
 
 st.subheader("Cohort mean")
@@ -71,9 +85,10 @@ try:
 except state.LOAD_ERRORS as err:
     st.error(f"Reading the attention of the cohort failed: {err}")
     st.stop()
-st.plotly_chart(
+cohort_map = pair_map(cohort[name], select=select)
+basket.chart(
     probe_figures.pair_probe_heatmap(
-        pair_map(cohort[name], select=select),
+        cohort_map,
         field_names,
         title=f"Mean attention over {len(cohort.logits):,} rows ({where})",
         subtitle="global map: the average over rows of each row's attention weights",
@@ -81,4 +96,15 @@ st.plotly_chart(
         colorbar_title="weight",
     ),
     key="attention_cohort_map",
+    data=data,
+    method="model probe",
+    parameters={
+        "probe": name,
+        "probe_kind": probe.kind,
+        "cohort_rows": len(cohort.logits),
+        "cohort_seed": int(seed),
+        "selected_axes": select,
+    },
+    tables={"mean_attention": field_matrix(cohort_map, field_names)},
+    text=f"Mean over {len(cohort.logits):,} rows of {data.dataset.name} · {name}: {probe.description} · {where}",
 )

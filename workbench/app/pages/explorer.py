@@ -7,7 +7,7 @@ row's per-behaviour attribution and counterfactual edits of its history.
 import streamlit as st
 
 from workbench import figures
-from workbench.app import rows, sequence_sections, sequence_views, state, tables
+from workbench.app import basket, rows, sequence_sections, sequence_views, state, tables
 from workbench.explain import BASELINES
 
 MAX_FILTER_VALUES = 500
@@ -96,10 +96,24 @@ columns[2].metric(
 columns[3].metric("Row", f"{row:,}")
 
 st.caption("Waterfall of field attributions")
-st.plotly_chart(figures.waterfall(attribution, 0, max_fields=20), key="explorer_waterfall")
+values_table = tables.sample_table(attribution, 0, dataset.raw.iloc[row])
+basket.chart(
+    figures.waterfall(attribution, 0, max_fields=20),
+    key="explorer_waterfall",
+    data=data,
+    method=attribution.method,
+    baseline=attribution.baseline,
+    output_space=attribution.output_space,
+    parameters={**attribution.parameters, "row": row},
+    tables={"attributions": values_table},
+    text=(
+        f"Row {row} of {dataset.name} · base value {base:+.4f} → prediction {prediction:+.4f} "
+        f"{attribution.output_space} · {attribution.describe()}"
+    ),
+)
 st.markdown("**Field values of this row**")
 st.dataframe(
-    tables.sample_table(attribution, 0, dataset.raw.iloc[row]),
+    values_table,
     hide_index=True,
     height="content",
     column_config={"attribution": st.column_config.NumberColumn(format="%+.4f")},

@@ -1,12 +1,22 @@
 """Gates & masks page: per-field gates, masks and field weights of the model, for a cohort and for single rows."""
 
+import pandas as pd
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, sequence_views, state
-from workbench.probes import FIELD_AGGREGATIONS
+from workbench.app import basket, controls, probe_views, sequence_views, state
+from workbench.probes import FIELD_AGGREGATIONS, ProbeValues, field_rows
 
 AGGREGATION_TEXT = {"mean": "mean of the field's bits", "mean_abs": "mean |bit| of the field"}
+
+
+def field_table(values: ProbeValues, *, row: int | None = None) -> pd.DataFrame:
+    """Return the numbers of a field heatmap: one line per layer or block, one column per field."""
+    table, lines = field_rows(values, row=row)
+    frame = pd.DataFrame(table, columns=list(values.field_names))
+    frame.insert(0, "line", lines)
+    return frame
+
 
 st.title("Gates & masks")
 data = state.require_data()
@@ -37,7 +47,7 @@ probe = by_name[name]
 st.caption(probe.description)
 
 try:
-    _, cohort = state.sample_probe_capture(data, n_rows, seed, aggregation)
+    cohort_rows, cohort = state.sample_probe_capture(data, n_rows, seed, aggregation)
 except state.LOAD_ERRORS as err:
     st.error(f"Reading the probes failed on `{data.dataset.name}`: {err}")
     st.stop()
@@ -46,17 +56,45 @@ note = probe_views.flat_signal_note(values.values, probe.value_range, data.bundl
 if note:
     st.warning(note)
 
+details = {
+    "method": "model probe",
+    "parameters": {
+        "probe": name,
+        "probe_kind": probe.kind,
+        "aggregation": aggregation,
+        "cohort_rows": len(cohort.logits),
+        "cohort_seed": int(seed),
+    },
+    "text": f"{name} ({probe.kind}): {probe.description} · per field: {AGGREGATION_TEXT[aggregation]}",
+}
 left, right = st.columns([3, 2])
-left.plotly_chart(
+basket.chart(
     probe_figures.field_probe_heatmap(
         values,
         title=f"{name}: mean over {len(cohort.logits):,} rows" if probe.per_sample else f"{name}: the same for every sample",
     ),
     key="gates_cohort_heatmap",
+    data=data,
+    container=left,
+    tables={"cohort_mean": field_table(values)},
+    **details,
 )
-right.plotly_chart(probe_figures.field_strength_bar(values), key="gates_ranking")
+basket.chart(
+    probe_figures.field_strength_bar(values),
+    key="gates_ranking",
+    data=data,
+    container=right,
+    tables={"field_strength": pd.DataFrame({"field": list(values.field_names), "mean_value": values.field_strength()})},
+    **details,
+)
 if probe.per_sample:
-    st.plotly_chart(probe_figures.probe_histogram(values), key="gates_histogram")
+    basket.chart(
+        probe_figures.probe_histogram(values),
+        key="gates_histogram",
+        data=data,
+        tables={"values": values.to_frame(cohort_rows)},
+        **details,
+    )
 
 st.subheader("Two samples side by side")
 n_total = len(data.dataset)
@@ -73,7 +111,7 @@ field_names = list(data.bundle.schema.field_names)
 for column, position, row in ((columns[0], 0, first), (columns[1], 1, second)):
     labels = probe_views.field_labels(displayed, row, field_names)
     logit = float(pair.logits[position])
-    column.plotly_chart(
+    basket.chart(
         probe_figures.field_probe_heatmap(
             pair[name],
             row=position,
@@ -82,4 +120,10 @@ for column, position, row in ((columns[0], 0, first), (columns[1], 1, second)):
             color_rows=[0, 1],
         ),
         key=f"gates_sample_{position}",
+        data=data,
+        container=column,
+        method="model probe",
+        parameters={"probe": name, "probe_kind": probe.kind, "aggregation": aggregation, "row": int(row)},
+        tables={"values": field_table(pair[name], row=position)},
+        text=f"Row {row} of {data.dataset.name} · {name} ({probe.kind}) · per field: {AGGREGATION_TEXT[aggregation]}",
     )

@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 from workbench import figures
-from workbench.app import controls, state
+from workbench.app import basket, controls, state
 from workbench.explain import METHODS
 from workbench.explain.summaries import importance_comparison, rank_correlation
 
@@ -121,7 +121,20 @@ elif attribution.completeness_gap_share > GAP_WARNING:
     st.warning(f"The attributions add up poorly to prediction − base value. {advice}".strip())
 st.caption(f"{attribution.describe()} · attributions are in {controls.units_text(attribution.output_space)}.")
 
-st.plotly_chart(figures.importance_bar(attribution), key="importance_bar")
+provenance = {
+    "method": attribution.method,
+    "baseline": attribution.baseline,
+    "output_space": attribution.output_space,
+    "parameters": {**attribution.parameters, "sample_rows": attribution.n_samples, "sample_seed": int(seed)},
+}
+basket.chart(
+    figures.importance_bar(attribution),
+    key="importance_bar",
+    data=data,
+    tables={"importance": attribution.mean_abs().rename("mean_abs_attribution").rename_axis("field").reset_index()},
+    text=attribution.describe(),
+    **provenance,
+)
 color_by = st.radio(
     "Colour dots by",
     ["frequency", "attribution"],
@@ -129,7 +142,14 @@ color_by = st.radio(
     horizontal=True,
     key="beeswarm_color",
 )
-st.plotly_chart(figures.attribution_beeswarm(attribution, color_by=color_by), key="importance_beeswarm")
+basket.chart(
+    figures.attribution_beeswarm(attribution, color_by=color_by),
+    key="importance_beeswarm",
+    data=data,
+    tables={"attributions": attribution.to_frame()},
+    text=f"{attribution.describe()} · dots coloured by {color_by}",
+    **provenance,
+)
 
 if compare_with != NO_COMPARISON:
     st.header("Two methods compared")
@@ -162,8 +182,25 @@ if compare_with != NO_COMPARISON:
         f"{correlation['kendall']:.3f}",
         help="Kendall's tau: (field pairs in the same order − pairs in opposite order) ÷ all field pairs.",
     )
-    st.plotly_chart(figures.importance_comparison_bar(attribution, second), key="importance_comparison")
     table = importance_comparison(attribution, second)
+    basket.chart(
+        figures.importance_comparison_bar(attribution, second),
+        key="importance_comparison",
+        data=data,
+        method=f"{attribution.method} vs {second.method}",
+        baseline=attribution.baseline,
+        output_space=attribution.output_space,
+        parameters={
+            "first": attribution.parameters,
+            "second": second.parameters,
+            "sample_rows": attribution.n_samples,
+            "sample_seed": int(seed),
+            "spearman": correlation["spearman"],
+            "kendall": correlation["kendall"],
+        },
+        tables={"comparison": table.rename(columns=str).rename_axis("field").reset_index()},
+        text=f"{attribution.describe()} · compared with {second.describe()}",
+    )
     st.dataframe(
         table, column_config={column: st.column_config.NumberColumn(format="%.4f") for column in table.columns[:2]}
     )

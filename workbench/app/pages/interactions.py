@@ -1,9 +1,11 @@
 """Interactions page: exact pair interactions of a random sample of rows, globally, per pair, per row and per value."""
 
+import numpy as np
+import pandas as pd
 import streamlit as st
 
 from workbench import figures
-from workbench.app import controls, state, tables
+from workbench.app import basket, controls, state, tables
 from workbench.explain import INTERACTION_INDICES
 from workbench.explain.summaries import pair_examples, top_pairs, value_effects
 
@@ -121,14 +123,50 @@ def select_clicked_pair(player_names: tuple[str, ...] = interaction.player_names
         st.session_state[PAIR_KEY] = tables.pair_label(*pair)
 
 
+def interaction_details(**parameters: object) -> dict:
+    """Build the provenance of a figure of ``interaction``: index, baseline, output space and settings."""
+    return {
+        "method": interaction.index,
+        "baseline": interaction.baseline,
+        "output_space": interaction.output_space,
+        "parameters": {
+            **interaction.parameters,
+            "index": interaction.index,
+            "sample_rows": interaction.n_samples,
+            "sample_seed": int(seed),
+            **parameters,
+        },
+    }
+
+
+def player_matrix(matrix: np.ndarray) -> pd.DataFrame:
+    """Return a players x players matrix as a table: a ``player`` column, then one column per player."""
+    names = list(interaction.player_names)
+    return pd.DataFrame(matrix, index=pd.Index(names, name="player"), columns=names).reset_index()
+
+
+matrix = interaction.mean_abs() if statistic == "mean_abs" else interaction.mean()
+heatmap = figures.interaction_heatmap(interaction, statistic)
 left, right = st.columns([3, 2])
 with left:
-    st.plotly_chart(
-        figures.interaction_heatmap(interaction, statistic),
-        key=HEATMAP_KEY,
-        on_select=select_clicked_pair,
-        selection_mode="points",
-    )
+    # basket.chart passes no on_select, so the heatmap keeps its own plotly_chart (a click selects a pair)
+    # and gets the same button as basket.chart draws.
+    st.plotly_chart(heatmap, key=HEATMAP_KEY, on_select=select_clicked_pair, selection_mode="points")
+    if st.button("Add to report", key=f"{HEATMAP_KEY}_add_to_report", icon=":material/note_add:", type="tertiary"):
+        section = basket.section_for(
+            heatmap,
+            data,
+            tables={
+                f"pairs_{statistic}": player_matrix(matrix.to_numpy()),
+                "top_pairs": top_pairs(interaction),
+            },
+            text=f"{interaction.describe()} · cell: {figures.HEATMAP_STATISTICS[statistic]} of the pair over the rows",
+            **interaction_details(statistic=statistic),
+        )
+        if basket.add_section(section):
+            st.toast(f"Added “{section.title}” to the report.")
+        else:
+            st.toast("This figure is already in the report.")
 with right:
     label = st.selectbox(
         "Pair",
@@ -170,8 +208,19 @@ row = st.selectbox(
     key="interactions_row",
     help="A row of the explained sample.",
 )
-st.plotly_chart(
-    figures.sample_interaction_heatmap(interaction, interaction.position_of_row(row)), key="interactions_sample"
+position = interaction.position_of_row(row)
+basket.chart(
+    figures.sample_interaction_heatmap(interaction, position),
+    key="interactions_sample",
+    data=data,
+    tables={
+        "pairs": player_matrix(interaction.pairs[position]),
+        "main_effects": pd.DataFrame(
+            {"player": list(interaction.player_names), "main_effect": interaction.main_effects[position]}
+        ),
+    },
+    text=f"Row {row} · {interaction.describe()}",
+    **interaction_details(row=int(row)),
 )
 
 st.header("Raw values of one field")
@@ -192,8 +241,22 @@ except (KeyError, ValueError) as err:
 if effects.empty:
     st.info(f"No value of {field} occurs in at least {int(min_count)} rows. Lower the minimum.")
     st.stop()
-st.plotly_chart(
-    figures.value_effects_bar(result.shapley, field, min_count=int(min_count)), key="interactions_value_effects"
+basket.chart(
+    figures.value_effects_bar(result.shapley, field, min_count=int(min_count)),
+    key="interactions_value_effects",
+    data=data,
+    method=result.shapley.method,
+    baseline=result.shapley.baseline,
+    output_space=result.shapley.output_space,
+    parameters={
+        **result.shapley.parameters,
+        "field": field,
+        "min_count": int(min_count),
+        "sample_rows": result.shapley.n_samples,
+        "sample_seed": int(seed),
+    },
+    tables={"value_effects": effects},
+    text=f"Mean exact Shapley value per raw value of {field} · {result.shapley.describe()}",
 )
 st.dataframe(
     effects,

@@ -1,10 +1,11 @@
 """Intrinsic vs post-hoc page: a model's own pair map next to its exact pair interactions, with their rank correlation."""
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from workbench import probe_figures
-from workbench.app import controls, probe_views, sequence_views, state
+from workbench.app import basket, controls, probe_views, sequence_views, state
 from workbench.explain import INTERACTION_INDICES
 from workbench.probes import pair_agreement_per_row, pair_map, pair_map_agreement
 STARTED_KEY = "intrinsic_started"
@@ -83,10 +84,32 @@ if note:
     st.warning(note + " A rank correlation of a nearly constant map rests on tiny differences.")
 columns = st.columns(3)
 correlation = agreement["spearman"]
-columns[0].metric("Spearman (global maps)", "undefined" if np.isnan(correlation) else f"{correlation:+.3f}")
+correlation_text = "undefined" if np.isnan(correlation) else f"{correlation:+.3f}"
+columns[0].metric("Spearman (global maps)", correlation_text)
 columns[1].metric("Field pairs", int(agreement["n_pairs"]))
 columns[2].metric("Rows", f"{interaction.n_samples:,}")
-st.plotly_chart(
+details = {
+    "method": f"model probe {name} vs exact {index}",
+    "baseline": interaction.baseline,
+    "output_space": interaction.output_space,
+    "parameters": {
+        **interaction.parameters,
+        "probe": name,
+        "probe_kind": probe.kind,
+        "index": index,
+        "selected_axes": select,
+        "sample_rows": interaction.n_samples,
+        "sample_seed": int(seed),
+    },
+}
+
+
+def field_matrix(matrix: np.ndarray) -> pd.DataFrame:
+    """Return a field x field map as a table: a ``field`` column, then one column per field."""
+    return pd.DataFrame(matrix, index=pd.Index(field_names, name="field"), columns=field_names).reset_index()
+
+
+basket.chart(
     probe_figures.intrinsic_posthoc_heatmaps(
         intrinsic,
         post_hoc,
@@ -96,6 +119,10 @@ st.plotly_chart(
         spearman=correlation,
     ),
     key="intrinsic_maps",
+    data=data,
+    tables={"intrinsic": field_matrix(intrinsic), "post_hoc": field_matrix(post_hoc)},
+    text=f"{name}: {probe.description} · Spearman rank correlation of the pairs i < j: {correlation_text}",
+    **details,
 )
 st.caption(
     "Both maps are compared on absolute values of the pairs i < j; for an asymmetric map (attention) a pair takes "
@@ -103,7 +130,11 @@ st.caption(
 )
 if probe.per_sample:
     per_row = pair_agreement_per_row(values, interaction.pairs, select=select)
-    st.plotly_chart(
+    basket.chart(
         probe_figures.agreement_histogram(per_row, title=f"Per-row agreement of {name} with {index}"),
         key="intrinsic_per_row",
+        data=data,
+        tables={"per_row": pd.DataFrame({"row": interaction.rows, "spearman": per_row})},
+        text=f"Spearman rank correlation of each row's {name} map with its |{index}| pair values",
+        **details,
     )
