@@ -125,7 +125,7 @@ def test_importance_bar_goes_to_the_basket(app_env, library):
     page_figure = plotly_specs(app)["importance_bar"]
     assert normalised(section["figure"]) == normalised(page_figure)
     assert section["title"] == "Field importance: mean |attribution| per field"
-    assert toasts(app) == ["Added “Field importance: mean |attribution| per field” to the report (1 sections)."]
+    assert toasts(app) == ["Added “Field importance: mean |attribution| per field” to the report (1 section)."]
 
     # The numbers: mean |attribution| per field of Integrated Gradients on the page's 40 rows (seed 0).
     dataset = library["dataset"]
@@ -210,7 +210,7 @@ def test_sections_from_three_pages_keep_their_order(app_env, library):
     ]
     assert [s["provenance"]["method"] for s in sections] == ["integrated_gradients", "integrated_gradients", "SII"]
     assert [normalised(s["figure"]) for s in sections] == [normalised(spec) for spec in shown]
-    assert toasts(app) == ["Added “Pair interactions: mean |value| of SII” to the report."]
+    assert toasts(app) == ["Added “Pair interactions: mean |value| of SII” to the report (3 sections)."]
 
     # The waterfall's table is the row's attribution, one line per field in schema order.
     dataset = library["dataset"]

@@ -167,8 +167,12 @@ def explain_models(
     background_rows: int = 100,
     seed: int = 0,
     progress: Callable[[float], None] | None = None,
+    method_options: Mapping[str, int] | None = None,
 ) -> dict[str, Attribution]:
-    """Attribute the same rows with the same method and baseline in every model."""
+    """Attribute the same rows with the same method and baseline in every model.
+
+    ``method_options`` go to the method, such as ``n_steps`` for Integrated Gradients.
+    """
     out = {}
     for position, model in enumerate(models):
         background = (
@@ -183,6 +187,7 @@ def explain_models(
             output_space=output_space,
             background=background,
             **({"random_state": seed} if "random_state" in (resolve_method(method, model.bundle.model).options or ()) else {}),
+            **dict(method_options or {}),
         )
         if progress is not None:
             progress((position + 1) / len(models))

@@ -100,21 +100,29 @@ def chart(
     key: str,
     data: state.LoadedData,
     container: Any = None,
+    chart_options: Mapping[str, Any] | None = None,
     **details: Any,
-) -> None:
-    """Show ``figure`` with an "Add to report" button below it.
+) -> Any:
+    """Show ``figure`` with an "Add to report" button below it, and return what ``st.plotly_chart`` returns.
 
+    ``chart_options`` go to ``st.plotly_chart`` (for example ``on_select``).
     ``details`` are the keyword arguments of :func:`section_for` (method,
     baseline, output space, parameters, tables, text) that the report's
     provenance block shows.
     """
     target = container if container is not None else st
-    target.plotly_chart(figure, key=key)
+    event = target.plotly_chart(figure, key=key, **dict(chart_options or {}))
     if target.button("Add to report", key=f"{key}_add_to_report", icon=":material/note_add:", type="tertiary"):
-        if add_section(section_for(figure, data, **details)):
-            st.toast(f"Added “{_figure_title(figure)}” to the report ({len(st.session_state[BASKET_KEY])} sections).")
-        else:
-            st.toast("This figure is already in the report.")
+        _announce(add_section(section_for(figure, data, **details)), _figure_title(figure))
+    return event
+
+
+def _announce(added: bool, title: str) -> None:
+    if not added:
+        st.toast("This figure is already in the report.")
+        return
+    count = len(st.session_state[BASKET_KEY])
+    st.toast(f"Added “{title}” to the report ({count} section{'' if count == 1 else 's'}).")
 
 
 def section_chart(section: ReportSection, *, key: str, container: Any = None) -> None:
@@ -129,7 +137,4 @@ def section_chart(section: ReportSection, *, key: str, container: Any = None) ->
     if section.text:
         target.caption(section.text)
     if target.button("Add to report", key=f"{key}_add_to_report", icon=":material/note_add:", type="tertiary"):
-        if add_section(ReportSection.from_dict(section.to_dict())):
-            st.toast(f"Added “{section.title}” to the report ({len(st.session_state[BASKET_KEY])} sections).")
-        else:
-            st.toast("This figure is already in the report.")
+        _announce(add_section(ReportSection.from_dict(section.to_dict())), section.title)

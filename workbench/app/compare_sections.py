@@ -210,3 +210,52 @@ def _open_in_explorer(position: int, other_bundle: str) -> None:
     st.session_state["explorer_row"] = position
     st.session_state["explorer_compare_bundle"] = other_bundle
     st.session_state["compare_open_explorer"] = True
+
+
+COMPANION_KEY = "explorer_compare_bundle"
+
+
+def companion_select(data: state.LoadedData) -> Path | None:
+    """Draw the Sample explorer's "Compare with model" select box; return the chosen bundle folder or None."""
+    current = Path(data.key[0])
+    options = {str(path): path.name for path in sources.bundle_paths() if path != current}
+    if st.session_state.get(COMPANION_KEY) not in (None, *options):
+        st.session_state[COMPANION_KEY] = None
+    chosen = st.selectbox(
+        "Compare with model",
+        [None, *options],
+        format_func=lambda path: "(none)" if path is None else options.get(path, path),
+        key=COMPANION_KEY,
+        help="Show this bundle's attribution of the same row next to the sidebar model's, with the same settings.",
+    )
+    return None if chosen is None else Path(chosen)
+
+
+def companion_waterfall(
+    data: state.LoadedData, other: Path, row: int, *, baseline: str, n_steps: int, container
+) -> None:
+    """Draw the other model's prediction and Integrated Gradients waterfall of the same row in ``container``."""
+    try:
+        keys = compare_state.model_keys(data, [other])
+        compared = compare_state.models(keys)
+        pair = compare_state.row_attributions(keys, row, "integrated_gradients", baseline, n_steps=n_steps)
+    except state.LOAD_ERRORS as err:
+        container.error(f"Cannot explain this row with `{other.name}`: {err}. Choose another model to compare with.")
+        return
+    second = compared[1]
+    attribution = pair[second.name]
+    container.markdown(
+        f"**{second.name}**: predicted CTR {figures.format_ctr(figures.sigmoid(float(attribution.predictions[0])))}"
+    )
+    basket.section_chart(
+        basket.section_for(
+            figures.waterfall(attribution, 0, max_fields=20),
+            state.LoadedData(second.bundle, second.dataset, keys[1]),
+            method=attribution.method,
+            baseline=attribution.baseline,
+            output_space=attribution.output_space,
+            parameters={**attribution.parameters, "row": int(row)},
+        ),
+        key="explorer_companion_waterfall",
+        container=container,
+    )

@@ -90,12 +90,18 @@ def interactions(
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _row_attributions(keys: ModelKeys, row: int, method: str, baseline: str) -> dict[str, Attribution]:
+def _row_attributions(keys: ModelKeys, row: int, method: str, baseline: str, n_steps: int) -> dict[str, Attribution]:
     compared = models(keys)
+    options = {"n_steps": n_steps} if method == "integrated_gradients" else {}
     with _locked(keys):
-        return explain_models(compared, np.asarray([row]), method=method, baseline=baseline)
+        return explain_models(compared, np.asarray([row]), method=method, baseline=baseline, method_options=options)
 
 
-def row_attributions(keys: ModelKeys, row: int, method: str, baseline: str) -> dict[str, Attribution]:
-    """Attribute one compared row in every model (cached), for the side-by-side waterfalls."""
-    return _row_attributions(keys, int(row), method, baseline)
+def row_attributions(
+    keys: ModelKeys, row: int, method: str, baseline: str, *, n_steps: int = 50
+) -> dict[str, Attribution]:
+    """Attribute one compared row in every model (cached), for the side-by-side waterfalls.
+
+    ``row`` counts the cohort's rows from 0, as the other pages do.
+    """
+    return _row_attributions(keys, int(row), method, baseline, int(n_steps))

@@ -7,7 +7,7 @@ row's per-behaviour attribution and counterfactual edits of its history.
 import streamlit as st
 
 from workbench import figures
-from workbench.app import basket, rows, sequence_sections, sequence_views, state, tables
+from workbench.app import basket, compare_sections, rows, sequence_sections, sequence_views, state, tables
 from workbench.explain import BASELINES
 
 MAX_FILTER_VALUES = 500
@@ -67,6 +67,7 @@ with settings.popover("Attribution settings", width="stretch"):
         help=" · ".join(f"{name}: {text}" for name, text in BASELINES.items()),
     )
     n_steps = st.number_input("Integration steps", min_value=2, max_value=500, value=50, key="explorer_steps")
+    compare_with = compare_sections.companion_select(data)
 
 if row is None:
     st.info("Pick a row above.")
@@ -93,13 +94,22 @@ columns[2].metric(
     figures.format_ctr(figures.sigmoid(base)),
     help=f"the model's output on the baseline input, logit {base:+.4f}",
 )
-columns[3].metric("Row", f"{row:,}")
+columns[3].metric(
+    "Row",
+    f"{row:,}",
+    help=None if dataset.source_rows is None else f"row {int(state.file_rows(data, [row])[0]):,} of the data file",
+)
 
 st.caption("Waterfall of field attributions")
 values_table = tables.sample_table(attribution, 0, dataset.raw.iloc[row])
+main, companion = st.columns(2) if compare_with is not None else (st.container(), None)
+if companion is not None:
+    main.markdown(f"**{data.bundle.name}**")
+    compare_sections.companion_waterfall(data, compare_with, row, baseline=baseline, n_steps=int(n_steps), container=companion)
 basket.chart(
     figures.waterfall(attribution, 0, max_fields=20),
     key="explorer_waterfall",
+    container=main,
     data=data,
     method=attribution.method,
     baseline=attribution.baseline,

@@ -149,24 +149,18 @@ matrix = interaction.mean_abs() if statistic == "mean_abs" else interaction.mean
 heatmap = figures.interaction_heatmap(interaction, statistic)
 left, right = st.columns([3, 2])
 with left:
-    # basket.chart passes no on_select, so the heatmap keeps its own plotly_chart (a click selects a pair)
-    # and gets the same button as basket.chart draws.
-    st.plotly_chart(heatmap, key=HEATMAP_KEY, on_select=select_clicked_pair, selection_mode="points")
-    if st.button("Add to report", key=f"{HEATMAP_KEY}_add_to_report", icon=":material/note_add:", type="tertiary"):
-        section = basket.section_for(
-            heatmap,
-            data,
-            tables={
-                f"pairs_{statistic}": player_matrix(matrix.to_numpy()),
-                "top_pairs": top_pairs(interaction),
-            },
-            text=f"{interaction.describe()} · cell: {figures.HEATMAP_STATISTICS[statistic]} of the pair over the rows",
-            **interaction_details(statistic=statistic),
-        )
-        if basket.add_section(section):
-            st.toast(f"Added “{section.title}” to the report.")
-        else:
-            st.toast("This figure is already in the report.")
+    basket.chart(
+        heatmap,
+        key=HEATMAP_KEY,
+        data=data,
+        chart_options={"on_select": select_clicked_pair, "selection_mode": "points"},
+        tables={
+            f"pairs_{statistic}": player_matrix(matrix.to_numpy()),
+            "top_pairs": top_pairs(interaction),
+        },
+        text=f"{interaction.describe()} · cell: {figures.HEATMAP_STATISTICS[statistic]} of the pair over the rows",
+        **interaction_details(statistic=statistic),
+    )
 with right:
     label = st.selectbox(
         "Pair",
