@@ -358,7 +358,10 @@ def sequence_env(monkeypatch, sequence_bundles):
 
 
 def test_sequence_buttons_add_sections(sequence_env, sequence_bundles):
-    app = start(attention_cohort_rows=100)
+    # The Attention page opens on a random row and draws no strip for an empty history, so pick a row with one.
+    histories = pd.read_parquet(sequence_bundles.test_path)["history_items"].fillna("")
+    row_with_history = int(np.flatnonzero(histories.str.len().to_numpy() > 0)[0])
+    app = start(attention_cohort_rows=100, attention_row=row_with_history)
     app.sidebar.selectbox(key="bundle_choice").set_value(str(sequence_bundles.bundle("din"))).run()
     go_to(app, PROBE_PAGES["attention"])
     assert click_every_add_button(app) == ["attention_strip", "attention_by_position", "attention_by_item"]

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
@@ -42,6 +43,8 @@ CHROMIUM_ARGS = [
 STARTUP_TIMEOUT_S = 90
 PAGE_TIMEOUT_MS = 90_000
 ROW = 42
+LINK_ROW = 5
+NEW_ROW = 9
 
 
 def free_port() -> int:
@@ -141,12 +144,7 @@ def test_explorer_waterfall_in_browser(app_url, browser, tiny_bundle_path, tiny_
     row_input = page.get_by_role("spinbutton", name="Row number")
     row_input.fill(str(ROW))
     row_input.press("Enter")
-    # While Streamlit reruns, the previous row's figure can stay in the page next to the
-    # new one; wait until only the new figure is left.
-    page.wait_for_function(
-        f"() => {{ const plots = ({WATERFALL_TRACES_JS})();"
-        f" return plots.length === 1 && plots[0].title.includes('Field attributions for row {ROW}'); }}"
-    )
+    wait_for_waterfall(page, ROW)
 
     plots = page.evaluate(WATERFALL_TRACES_JS)
     assert len(plots) == 1
@@ -298,5 +296,92 @@ def test_attention_strip_of_sequence_model_in_browser(app_url, browser, sequence
     assert len(strips) == 1
     assert strips[0]["x"] == [f"{p}: {item} · {genre}" for p, (item, genre) in enumerate(zip(items, genres, strict=True))]
     assert strips[0]["y"] == pytest.approx(weights[: len(items)].tolist(), abs=1e-6)
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
+
+
+def wait_for_waterfall(page, row: int) -> None:
+    """Wait until the only waterfall on the page is the one of ``row`` (a rerun can leave the old one for a while)."""
+    page.wait_for_function(
+        f"() => {{ const plots = ({WATERFALL_TRACES_JS})();"
+        f" return plots.length === 1 && plots[0].title.includes('Field attributions for row {row}'); }}"
+    )
+
+
+def query(url: str) -> dict[str, list[str]]:
+    return parse_qs(urlsplit(url).query)
+
+
+def test_link_opens_explorer_row_in_browser(app_url, browser, tiny_bundle_path, tiny_data_dir):
+    data_path = tiny_data_dir / "ad_clicks" / "test.parquet"
+    bundle = load_bundle(tiny_bundle_path)
+    logits = predict_logits(bundle.model, load_dataset(data_path, bundle.schema))
+    params = {"bundle": str(tiny_bundle_path), "data": str(data_path), "row": LINK_ROW}
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{app_url}/explorer?{urlencode(params)}")
+    page.get_by_role("heading", name="Sample explorer").wait_for()
+    wait_for_waterfall(page, LINK_ROW)
+
+    assert page.get_by_role("spinbutton", name="Row number").input_value() == str(LINK_ROW)
+    assert page.locator("[data-testid='stMetric']").filter(has_text="Row").last.inner_text().endswith(str(LINK_ROW))
+    page.get_by_text(figures.format_ctr(figures.sigmoid(logits[LINK_ROW])), exact=True).first.wait_for()
+    assert page.locator("[data-testid='stAlertContentWarning']").count() == 0
+    # The sidebar completed the URL with the row limit it used.
+    page.wait_for_function("() => new URLSearchParams(window.location.search).get('rows') === '200000'")
+    assert query(page.url)["bundle"] == [str(tiny_bundle_path.resolve())]
+    assert query(page.url)["row"] == [str(LINK_ROW)]
+
+    row_input = page.get_by_role("spinbutton", name="Row number")
+    row_input.fill(str(NEW_ROW))
+    row_input.press("Enter")
+    wait_for_waterfall(page, NEW_ROW)
+    page.wait_for_function(f"() => new URLSearchParams(window.location.search).get('row') === '{NEW_ROW}'")
+    assert f"row={NEW_ROW}" in page.url
+    assert urlsplit(page.url).path == "/explorer"
+
+    # The link in the sidebar reopens the same view in a new browser session.
+    page.get_by_text("Copy link to this view").click()
+    link = page.locator("[data-testid='stSidebar'] [data-testid='stCode']").inner_text().strip()
+    assert link.startswith(f"{app_url}/explorer?")
+    assert query(link)["row"] == [str(NEW_ROW)]
+    copy = browser.new_page(viewport={"width": 1400, "height": 900})
+    copy.set_default_timeout(PAGE_TIMEOUT_MS)
+    copy.goto(link)
+    copy.get_by_role("heading", name="Sample explorer").wait_for()
+    wait_for_waterfall(copy, NEW_ROW)
+    copy.get_by_text(figures.format_ctr(figures.sigmoid(logits[NEW_ROW])), exact=True).first.wait_for()
+    copy.close()
+
+    # Another page keeps the selection in its URL. The row parameter belongs to the explorer only.
+    page.get_by_role("link", name="Overview", exact=True).click()
+    page.get_by_role("heading", name="Model overview").wait_for()
+    page.wait_for_function("() => !new URLSearchParams(window.location.search).has('row')")
+    assert query(page.url)["bundle"] == [str(tiny_bundle_path.resolve())]
+    assert query(page.url)["data"] == [str(data_path.resolve())]
+    assert query(page.url)["rows"] == ["200000"]
+    assert page.locator("[data-testid='stException']").count() == 0
+    page.close()
+
+
+def test_new_pages_open_in_browser(app_url, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(app_url)
+    page.get_by_role("heading", name="Model overview").wait_for()
+    page.get_by_role("link", name="Cohorts & metrics").click()
+    page.get_by_role("heading", name="Metrics", exact=True).wait_for()
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(plot => (plot.data || []).length > 1)"
+    )
+    assert page.get_by_role("button", name="Add to report").count() >= 2
+    page.get_by_role("button", name="Add to report").first.click()
+    page.get_by_text("to the report (1 section)").wait_for()
+    page.get_by_role("link", name="Report").click()
+    page.get_by_role("heading", name="Export").wait_for()
+    assert page.get_by_role("button", name="Download HTML").count() == 1
+    page.get_by_role("link", name="Model comparison").click()
+    page.get_by_role("heading", name="Model comparison", exact=True).wait_for()
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()

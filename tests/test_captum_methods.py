@@ -64,7 +64,8 @@ def test_feature_ablation_is_leave_one_out(baseline, output_space, model, inputs
     game = EmbeddingGame(model, inputs, **options)
     leave_one_out = ~np.eye(8, dtype=bool)
     values = game.values(np.concatenate([np.ones((1, 8), dtype=bool), leave_one_out]))
-    np.testing.assert_allclose(result.values, values[:, :1] - values[:, 1:], rtol=0, atol=1e-6)
+    # float32 forward passes of other batch sizes may round differently (a few ulps).
+    np.testing.assert_allclose(result.values, values[:, :1] - values[:, 1:], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(result.predictions, values[:, 0], rtol=0, atol=1e-12)
     assert result.method == "captum_feature_ablation"
     assert result.standard_errors is None

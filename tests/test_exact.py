@@ -354,10 +354,11 @@ def test_expectation_averages_single_row_results(schema, inputs):
         exact_indices(model, inputs, baseline="mean", background={name: x[k : k + 1] for name, x in background.items()})
         for k in range(3)
     ]
+    # The model runs in float32, and batches of other sizes may round differently (a few ulps).
     np.testing.assert_allclose(
-        expectation.shapley.values, np.mean([r.shapley.values for r in singles], axis=0), atol=1e-9
+        expectation.shapley.values, np.mean([r.shapley.values for r in singles], axis=0), atol=1e-7
     )
-    np.testing.assert_allclose(expectation.fsii.pairs, np.mean([r.fsii.pairs for r in singles], axis=0), atol=1e-9)
+    np.testing.assert_allclose(expectation.fsii.pairs, np.mean([r.fsii.pairs for r in singles], axis=0), atol=1e-7)
     assert expectation.shapley.parameters["n_background"] == 3
     assert expectation.shapley.parameters["model_evaluations"] == 6 * 64 * 3
 

@@ -215,7 +215,8 @@ def test_expectation_averages_single_row_games(output_space, deepfm, inputs, sch
         for k in range(4)
     ]
     assert game.n_background == 4
-    np.testing.assert_allclose(values, np.mean(single, axis=0), rtol=1e-9, atol=1e-9)
+    # The model runs in float32, and batches of other sizes may round differently (a few ulps).
+    np.testing.assert_allclose(values, np.mean(single, axis=0), rtol=1e-6, atol=1e-7)
 
 
 def test_probability_is_sigmoid_of_logit(deepfm, inputs):

@@ -178,7 +178,8 @@ def test_seed_reproduces(estimator, budget, models, inputs):
 def test_row_result_independent_of_other_rows(estimator, models, inputs):
     everything = estimator(models["deepfm"], inputs, budget=300, random_state=5)
     some = estimator(models["deepfm"], inputs, rows=[3, 17], budget=300, random_state=5)
-    np.testing.assert_allclose(some.values, everything.values[[3, 17]], rtol=0, atol=1e-12)
+    # Same draws per row; only float32 rounding of batches of other sizes may differ (a few ulps).
+    np.testing.assert_allclose(some.values, everything.values[[3, 17]], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(some.rows, [3, 17])
 
 
