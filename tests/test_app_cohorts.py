@@ -58,7 +58,7 @@ def metric(app: AppTest, label: str) -> str:
 def test_metrics_of_whole_file(app_env, tiny_bundle_path, tiny_data_dir, tiny):
     _, dataset, logits = tiny
     app = open_app(tiny_bundle_path, tiny_data_dir, "workbench/app/pages/cohorts.py")
-    users = dataset.raw_values()["user_id"].to_numpy()
+    users = dataset.raw["user_id"].astype(str).to_numpy()
     expected = prediction_metrics(dataset.labels, logits, groups=users)
     assert metric(app, "AUC") == f"{expected['auc']:.4f}"
     assert metric(app, "gAUC") == f"{expected['gauc']:.4f}"
@@ -82,7 +82,7 @@ def test_saved_cohort_restricts_other_pages(app_env, tiny_bundle_path, tiny_data
 
     cohort = Cohort(name="mobile clicks", values={"device": ["mobile"]}, label=1)
     rows = select_rows(cohort, dataset)
-    expected = prediction_metrics(dataset.labels[rows], logits[rows], groups=dataset.raw_values()["user_id"].to_numpy()[rows])
+    expected = prediction_metrics(dataset.labels[rows], logits[rows], groups=dataset.raw["user_id"].astype(str).to_numpy()[rows])
     assert metric(app, "Log loss") == f"{expected['logloss']:.4f}"
     assert metric(app, "AUC") == "n/a"  # one class only
     saved = app.dataframe[-1].value
@@ -166,3 +166,27 @@ def test_explorer_shows_second_model(app_env, tiny_bundle_path, tiny_data_dir, t
     assert any(m.value == f"**LR · ad clicks**: predicted CTR {ctr:.2%}".replace("%", " %") for m in app.markdown)
     assert len(app.get("plotly_chart")) == 2
     assert np.isfinite(ctr)
+
+
+def test_open_in_explorer_keeps_sidebar_model(app_env, tiny_bundle_path, tiny_data_dir):
+    app = open_app(tiny_bundle_path, tiny_data_dir, "workbench/app/pages/compare.py")
+    app.number_input(key="max_rows").set_value(1_500)
+    app.run()
+    from workbench.app import sources
+
+    app.multiselect(key="compare_bundles").set_value([str(sources.models_dir().resolve() / "lr")])
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.number_input(key="compare_rows").set_value(10)
+    app.number_input(key="compare_pair_rows").set_value(5)
+    app.button(key="compare_submit").click()
+    app.run()
+    open_button = next(b.key for b in app.button if str(b.key).startswith("compare_open_"))
+    app.button(key=open_button).click()
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.title[0].value == "Sample explorer"
+    # The sidebar keeps its bundle and row limit across the page switch.
+    assert app.caption[0].value.startswith("Bundle **tiny-deepfm**")
+    assert "1,500 rows" in app.caption[0].value
+    assert any(m.value.startswith("**LR · ad clicks**: predicted CTR") for m in app.markdown)

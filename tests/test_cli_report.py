@@ -62,7 +62,7 @@ def test_report_lists_default_sections(report_run):
     assert titles[:2] == ["Models", "Metrics and calibration"]
     assert "Field importance of DeepFM · ad clicks" in titles
     assert "Pair interactions of LR · ad clicks" in titles
-    assert "first_order_weights of DeepFM · ad clicks" in titles
+    assert "Probe first_order_weights (field weight) of DeepFM · ad clicks" in titles
     assert "Pair interaction difference: DeepFM · ad clicks − LR · ad clicks" in titles
     assert summary["rows"] == MAX_ROWS
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -122,8 +122,8 @@ def test_align_models_rejects_bad_input(tiny_data_dir):
     dataset = load_dataset(tiny_data_dir / "ad_clicks" / "test.parquet", bundle.schema, max_rows=100)
     short = load_dataset(tiny_data_dir / "ad_clicks" / "test.parquet", bundle.schema, max_rows=50)
     logits = predict_logits(bundle.model, dataset)
-    with pytest.raises(ValueError, match="at least two models"):
-        align_models([bundle], [dataset], [logits])
+    with pytest.raises(ValueError, match="no model given"):
+        align_models([], [], [])
     with pytest.raises(ValueError, match="differ in length"):
         align_models([bundle, bundle], [dataset, short], [logits, logits[:50]])
     models = align_models([bundle, bundle], [dataset, dataset], [logits, logits])
@@ -155,9 +155,26 @@ def test_report_command_errors(tmp_path, tiny_data_dir, monkeypatch):
     assert status == 2
     assert "--pdf needs Chromium" in stderr
     assert not (tmp_path / "c.html").exists()
-    status, _, stderr = run_cli(["report", "--models", str(DEEPFM), "--data", data, "--out", str(tmp_path / "d.html")])
+    status, stdout, stderr = run_cli(
+        ["report", "--models", str(DEEPFM), "--data", data, "--rows", "10", "--interaction-rows", "5", "--out", str(tmp_path / "d.html")]
+    )
+    assert status == 0, stderr
+    titles = json.loads(stdout)["sections"]
+    assert titles[:3] == ["Models", "Metrics and calibration", "Field importance of DeepFM · ad clicks"]
+    assert not any(" vs " in title for title in titles)
+
+
+def test_report_names_bundle_that_cannot_read_data(tmp_path, tiny_data_dir):
+    frame = pd.read_parquet(tiny_data_dir / "ad_clicks" / "test.parquet").drop(columns=["os"])
+    data = tmp_path / "without_os.csv"
+    frame.to_csv(data, index=False)
+    status, _, stderr = run_cli(
+        ["report", "--models", str(DEEPFM), str(LR), "--data", str(data), "--out", str(tmp_path / "r.html")]
+    )
     assert status == 2
-    assert "at least two models" in stderr
+    assert "bundle 'DeepFM · ad clicks'" in stderr
+    assert "'os'" in stderr
+    assert "leave this bundle out or use its data" in stderr
 
 
 @pytest.fixture

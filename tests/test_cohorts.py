@@ -202,3 +202,23 @@ def test_value_options_count_rows(loaded):
     _, dataset, _ = loaded
     options = dict(value_options(dataset, "device"))
     assert options == dataset.raw["device"].value_counts().to_dict()
+
+
+def test_parse_cohort_from_list_file(tmp_path):
+    mobile = Cohort(name="mobile", values={"device": ["mobile"]})
+    clicks = Cohort(name="clicks", label=1)
+    both = tmp_path / "cohorts.json"
+    both.write_text(save_cohorts([mobile, clicks]))
+    assert parse_cohort(f"{both}#clicks") == clicks
+    assert parse_cohort(f"{both}#mobile") == mobile
+    with pytest.raises(CohortError, match="holds 2 cohorts \\(mobile, clicks\\); pick one with FILE#NAME"):
+        parse_cohort(str(both))
+    with pytest.raises(CohortError, match="no cohort named 'tablets'"):
+        parse_cohort(f"{both}#tablets")
+    single = tmp_path / "single.json"
+    single.write_text(save_cohorts([clicks]))
+    assert parse_cohort(str(single)) == clicks
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(mobile.to_dict()))
+    with pytest.raises(CohortError, match="holds a single cohort"):
+        parse_cohort(f"{plain}#mobile")

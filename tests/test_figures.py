@@ -399,3 +399,26 @@ def test_sample_interaction_heatmap_values_and_labels():
     assert "main effect: +0.0000 logit (no pair)" in heatmap.text[0][0]
     with pytest.raises(IndexError, match="out of range"):
         figures.sample_interaction_heatmap(interaction, 2)
+
+
+def test_interaction_heatmap_noise_floor():
+    from workbench.explain.interaction import Interaction
+
+    names = ("a", "b", "c")
+    pairs = np.zeros((2, 3, 3))
+    pairs[:, 0, 1] = pairs[:, 1, 0] = 3e-8  # float32 rounding of a model without interactions
+    interaction = Interaction(
+        pairs=pairs,
+        main_effects=np.zeros((2, 3)),
+        base_values=np.zeros(2),
+        predictions=np.zeros(2),
+        player_names=names,
+        rows=np.arange(2),
+        index="SII",
+        baseline="zero",
+    )
+    figure = figures.interaction_heatmap(interaction)
+    assert figure.data[0].zmax == figures.PAIR_NOISE_FLOOR
+    assert "no interactions beyond float32 rounding" in figure.layout.title.subtitle.text
+    assert "click a cell" in figure.layout.title.subtitle.text
+    assert "click a cell" not in figures.interaction_heatmap(interaction, clickable=False).layout.title.subtitle.text

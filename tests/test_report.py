@@ -575,3 +575,19 @@ def test_html_renders_offline_without_running_injected_script(tmp_path, importan
     assert ATTRIBUTE_BREAKOUT in provenance_text
     assert caption == f"Caption {ATTRIBUTE_BREAKOUT}"
     assert os.path.getsize(path) > len(plotly.offline.get_plotlyjs())
+
+
+def test_streamlit_template_replaced_in_html():
+    import json as json_module
+
+    import plotly.io as pio
+    import streamlit  # noqa: F401 (registers Streamlit's plotly template)
+
+    figure = bar_figure(["a", "b"], [1.0, 2.0])
+    figure.update_layout(template=pio.templates["streamlit"])
+    html_text = to_html(Report("template", [ReportSection("Bars", figure, {})]))
+    plotly_template = json_module.dumps(pio.templates["plotly"].layout.yaxis.automargin)
+    assert plotly_template == "true"
+    # Streamlit's template has placeholder colours such as #000011 that only the app's browser code replaces.
+    assert "#000011" not in html_text
+    assert '"automargin":true' in html_text.replace(" ", "")

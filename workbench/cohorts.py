@@ -229,9 +229,16 @@ def _typed_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_cohort(text: str) -> Cohort:
-    """Read a cohort from JSON text, or from a JSON file when ``text`` is the path of one."""
-    candidate = Path(text)
+    """Read a cohort from JSON text, or from a JSON file when ``text`` is the path of one.
+
+    A file may also hold a list of cohorts, as the app's cohort download does:
+    ``FILE#NAME`` picks the cohort ``NAME`` from it, and a list of one cohort
+    needs no name.
+    """
+    name = None
     if not text.lstrip().startswith("{"):
+        path_text, _, name = text.partition("#") if not Path(text).is_file() else (text, "", "")
+        candidate = Path(path_text)
         if not candidate.is_file():
             msg = f"cohort {text!r} is neither JSON text nor an existing JSON file; give a path or a JSON object"
             raise CohortError(msg)
@@ -241,6 +248,23 @@ def parse_cohort(text: str) -> Cohort:
     except json.JSONDecodeError as err:
         msg = f"the cohort is not valid JSON: {err}"
         raise CohortError(msg) from err
+    if isinstance(spec, list):
+        cohorts = {cohort.name: cohort for cohort in load_cohorts(text)}
+        if name:
+            if name not in cohorts:
+                msg = f"the cohort file has no cohort named {name!r}; its cohorts: {', '.join(cohorts)}"
+                raise CohortError(msg)
+            return cohorts[name]
+        if len(cohorts) != 1:
+            msg = (
+                f"the cohort file holds {len(cohorts)} cohorts ({', '.join(cohorts)}); "
+                "pick one with FILE#NAME, for example cohorts.json#mobile"
+            )
+            raise CohortError(msg)
+        return next(iter(cohorts.values()))
+    if name:
+        msg = f"#{name} picks a cohort from a file with a list of cohorts, but this file holds a single cohort"
+        raise CohortError(msg)
     return Cohort.from_dict(spec)
 
 

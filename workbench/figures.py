@@ -454,7 +454,17 @@ def _symmetric_limit(values: np.ndarray) -> float:
     return max(float(np.max(np.abs(values))) if values.size else 0.0, 1e-12)
 
 
-def interaction_heatmap(interaction: Interaction, statistic: HeatmapStatistic = "mean_abs") -> go.Figure:
+PAIR_NOISE_FLOOR = 1e-6
+"""Pair values below this (logit or probability units) are float32 rounding, not interactions.
+
+The colour scale of a pair heatmap never stretches below it, so a model without
+interactions (such as LR) shows an empty map instead of magnified noise.
+"""
+
+
+def interaction_heatmap(
+    interaction: Interaction, statistic: HeatmapStatistic = "mean_abs", *, clickable: bool = True
+) -> go.Figure:
     """Build the players × players heatmap of a global pair statistic, with one clickable marker per pair.
 
     ``statistic`` is ``"mean_abs"`` (cell ``[i, j]`` is ``interaction.mean_abs()``
@@ -464,7 +474,8 @@ def interaction_heatmap(interaction: Interaction, statistic: HeatmapStatistic = 
     marker at the centre of every off-diagonal cell, whose ``customdata`` is
     ``[i, j]``: plotly heatmaps emit no selection events, so this trace is
     what a click selects (for Streamlit's ``on_select``) and what shows the
-    hover text.
+    hover text. ``clickable=False`` leaves the click hint out of the subtitle,
+    for figures that go into a static report.
     """
     if statistic not in HEATMAP_STATISTICS:
         msg = f"statistic must be one of {', '.join(HEATMAP_STATISTICS)}; got {statistic!r}"
@@ -474,10 +485,11 @@ def interaction_heatmap(interaction: Interaction, statistic: HeatmapStatistic = 
     matrix = (interaction.mean_abs() if statistic == "mean_abs" else interaction.mean()).to_numpy()
     signed = interaction.mean().to_numpy()
     units = _units(interaction)
+    largest = float(np.abs(matrix).max()) if matrix.size else 0.0
     if statistic == "mean_abs":
-        colors = {"colorscale": SEQUENTIAL_SCALE, "zmin": 0.0, "zmax": max(float(matrix.max()), 1e-12)}
+        colors = {"colorscale": SEQUENTIAL_SCALE, "zmin": 0.0, "zmax": max(largest, PAIR_NOISE_FLOOR)}
     else:
-        limit = _symmetric_limit(matrix)
+        limit = max(_symmetric_limit(matrix), PAIR_NOISE_FLOOR)
         colors = {"colorscale": DIVERGING_SCALE, "zmin": -limit, "zmax": limit}
 
     figure = go.Figure(
@@ -509,7 +521,11 @@ def interaction_heatmap(interaction: Interaction, statistic: HeatmapStatistic = 
             showlegend=False,
         )
     )
-    subtitle = f"{interaction.describe()} · {interaction.n_samples:,} samples · click a cell to see examples"
+    subtitle = f"{interaction.describe()} · {interaction.n_samples:,} samples"
+    if largest < PAIR_NOISE_FLOOR:
+        subtitle += f" · every pair is below {PAIR_NOISE_FLOOR:g}: no interactions beyond float32 rounding"
+    if clickable:
+        subtitle += " · click a cell to see examples"
     figure.update_layout(
         title=_title(f"Pair interactions: {HEATMAP_STATISTICS[statistic]} of {interaction.index}", subtitle),
         xaxis={"type": "category", "tickangle": -45, "showgrid": False},

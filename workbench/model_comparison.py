@@ -1,4 +1,4 @@
-"""Two or more models on the same rows: loading, metrics, attributions and pair maps for a comparison.
+"""Models on the same rows: loading, metrics, attributions and pair maps for a comparison or a report.
 
 The CLI's ``workbench report`` and the app's Model comparison page both call
 these functions, so a report holds the numbers the page shows for the same
@@ -19,13 +19,14 @@ import pandas as pd
 
 from workbench.bundle import Bundle, load_bundle
 from workbench.cohorts import Cohort, restrict, select_rows
-from workbench.data import CTRDataset, load_dataset
+from workbench.data import CTRDataset, DataError, load_dataset
 from workbench.explain import Attribution, background_sample, explain
 from workbench.explain.api import count_players, resolve_method
 from workbench.explain.exact import exact_indices
 from workbench.explain.game import BACKGROUND_BASELINES
 from workbench.explain.interaction import Interaction
 from workbench.metrics import calibration_table, metrics_table, prediction_metrics, sigmoid, user_field
+from workbench.schema import SchemaError
 from workbench.training import predict_logits
 
 MAX_EXACT_PLAYERS = 16
@@ -70,11 +71,11 @@ def align_models(
     Raises
     ------
     ValueError
-        With fewer than two models, or when the data sets differ in length
-        (they then come from different files or row limits).
+        Without a model, or when the data sets differ in length (they then
+        come from different files or row limits).
     """
-    if len(bundles) < 2:
-        msg = f"a comparison needs at least two models; got {len(bundles)}"
+    if not bundles:
+        msg = "no model given; pass at least one bundle"
         raise ValueError(msg)
     if not len(bundles) == len(datasets) == len(logits):
         msg = f"got {len(bundles)} bundles, {len(datasets)} data sets and {len(logits)} logit arrays; give one of each per model"
@@ -106,7 +107,16 @@ def load_models(
 ) -> list[ComparedModel]:
     """Load the bundles, read ``data_path`` with each one's schema, score it and apply ``cohort``."""
     bundles = [load_bundle(path) for path in bundle_paths]
-    datasets = [load_dataset(data_path, bundle.schema, max_rows=max_rows) for bundle in bundles]
+    datasets = []
+    for bundle in bundles:
+        try:
+            datasets.append(load_dataset(data_path, bundle.schema, max_rows=max_rows))
+        except (DataError, SchemaError) as err:
+            msg = (
+                f"bundle {bundle.name!r} ({bundle.path}) cannot read {str(data_path)!r}: {err}. "
+                "Every model needs the columns of its fields in the data file; leave this bundle out or use its data"
+            )
+            raise DataError(msg) from err
     logits = [predict_logits(bundle.model, dataset) for bundle, dataset in zip(bundles, datasets, strict=True)]
     return align_models(bundles, datasets, logits, cohort=cohort)
 

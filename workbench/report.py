@@ -42,6 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import plotly.io as pio
 import plotly.offline
 
 TableFormat = Literal["parquet", "csv"]
@@ -450,6 +451,9 @@ table.numbers th { background: #f4f4f4; }
   .modebar-container { display: none !important; }
   tr { page-break-inside: avoid; break-inside: avoid; }
   .table-wrap { overflow: visible; }
+  /* Wide tables shrink and wrap on paper instead of running off the page. */
+  table.numbers { table-layout: fixed; width: 100%; font-size: 6.5pt; }
+  table.numbers th, table.numbers td { white-space: normal; overflow-wrap: anywhere; padding: 1px 3px; max-width: none; }
 }
 """
 
@@ -485,6 +489,13 @@ def _plotly_js() -> str:
 def _report_figure(figure: go.Figure) -> tuple[go.Figure, int]:
     """Return a copy laid out for the report: page width, at most :data:`FIGURE_MAX_HEIGHT_PX` high."""
     copy = go.Figure(figure)
+    # Inside a Streamlit app, figures get Streamlit's template, whose placeholder colours only the app's
+    # browser code fills in and which turns off the axis margins. A report is drawn by plain plotly.js,
+    # so such figures (and figures without a template) get plotly's own template.
+    template = copy.layout.template.to_plotly_json()
+    streamlit_template = pio.templates["streamlit"].to_plotly_json() if "streamlit" in pio.templates else None
+    if not template or template == streamlit_template:
+        copy.update_layout(template=pio.templates["plotly"])
     height = copy.layout.height or FIGURE_DEFAULT_HEIGHT_PX
     height = int(min(height, FIGURE_MAX_HEIGHT_PX))
     copy.layout.width = None
@@ -539,7 +550,9 @@ def _provenance_value_html(key: str, value: Any) -> str:
     if value is None:
         return "all rows" if key == "cohort" else "(none)"
     if isinstance(value, list):
-        return html.escape(", ".join(json.dumps(item) if not isinstance(item, str) else item for item in value))
+        if value and all(isinstance(item, dict) for item in value):
+            return "".join(_provenance_html(item) for item in value)
+        return html.escape(", ".join(json.dumps(item, ensure_ascii=False) if not isinstance(item, str) else item for item in value))
     if isinstance(value, bool):
         return "true" if value else "false"
     return html.escape(str(value))
@@ -565,7 +578,12 @@ def _section_html(section: ReportSection, number: int, max_rows: int) -> str:
         for name, frame in section.tables.items():
             parts.append(f"<h4>{html.escape(name)}</h4>")
             stem = html.escape(f"{section.key}__{name}")
-            parts.append(f'<p class="note">{len(frame):,} rows × {frame.shape[1]:,} columns; all rows are in {stem}.parquet or .csv.</p>')
+            shown = min(len(frame), max_rows)
+            parts.append(
+                f'<p class="note">{len(frame):,} rows × {frame.shape[1]:,} columns, the first {shown:,} shown. '
+                f"The exported tables (workbench report --tables, or Download tables on the Report page) "
+                f"have all rows in {stem}.parquet or .csv.</p>"
+            )
             parts.append(_table_html(frame, max_rows))
     parts.append("</section>")
     return "\n".join(parts)

@@ -34,10 +34,16 @@ from workbench.model_comparison import (
 )
 from workbench.probes import capture_probes, model_probes
 from workbench.provenance import provenance
-from workbench.report import Report, ReportSection
+from workbench.report import Report, ReportSection, slugify
 
 DEFAULT_TOP_K = 3
+SECTION_KEY_CHARS = 80
+"""Section keys (and so table file names) keep up to 80 characters of the title, so both model names fit."""
 DISAGREEMENT_ROWS = 20
+
+
+def _section(*, title: str, **parts: Any) -> ReportSection:
+    return ReportSection(title=title, key=slugify(title, max_chars=SECTION_KEY_CHARS), **parts)
 
 
 def _cohort_spec(cohort: Cohort | None) -> dict[str, Any] | None:
@@ -85,7 +91,7 @@ def _attribution_details(attribution: Attribution) -> dict[str, Any]:
 
 def overview_section(models: Sequence[ComparedModel], cohort: Cohort | None = None) -> ReportSection:
     """A table of the compared models: architecture, parameter count, fields and rows."""
-    return ReportSection(
+    return _section(
         title="Models",
         tables={"models": overview_table(models)},
         provenance=section_provenance(models, cohort, rows=len(models[0].dataset)),
@@ -104,7 +110,7 @@ def metrics_section(
     """The metrics table (AUC, gAUC, log loss, ECE) and the reliability diagrams of all models on one figure."""
     table, reliability = compare_metrics(models, group_field=group_field, n_bins=n_bins, strategy=strategy)
     bins = pd.concat([frame.assign(model=name) for name, frame in reliability.items()], ignore_index=True)
-    return ReportSection(
+    return _section(
         title="Metrics and calibration",
         figure=metrics_figures.reliability_diagram(reliability, title="Reliability diagram of each model"),
         tables={"metrics": table.reset_index(), "reliability": bins},
@@ -119,14 +125,15 @@ def metrics_section(
             if group_field
             else "No gAUC: no user column was given. "
         )
-        + f"ECE over {n_bins} {strategy} bins of predicted CTR.",
+        + f"ECE over {n_bins} {strategy} bins of predicted CTR."
+        + (" AUC and gAUC are empty where the rows hold one class only." if table["auc"].isna().any() else ""),
     )
 
 
 def importance_section(model: ComparedModel, attribution: Attribution, cohort: Cohort | None = None) -> ReportSection:
     """One model's global field importance: mean |attribution| per field."""
     importance = attribution.mean_abs().rename("mean_abs_attribution").rename_axis("field").reset_index()
-    return ReportSection(
+    return _section(
         title=f"Field importance of {model.name}",
         figure=figures.importance_bar(attribution),
         tables={"importance": importance},
@@ -137,9 +144,9 @@ def importance_section(model: ComparedModel, attribution: Attribution, cohort: C
 def interaction_section(model: ComparedModel, interaction: Interaction, cohort: Cohort | None = None) -> ReportSection:
     """One model's global pair map: mean |SII| per field pair."""
     matrix = pd.DataFrame(interaction.mean_abs(), index=list(interaction.player_names), columns=list(interaction.player_names))
-    return ReportSection(
+    return _section(
         title=f"Pair interactions of {model.name}",
-        figure=figures.interaction_heatmap(interaction),
+        figure=figures.interaction_heatmap(interaction, clickable=False),
         tables={"mean_abs_pairs": matrix.rename_axis("player").reset_index()},
         provenance=section_provenance(
             [model],
@@ -164,8 +171,8 @@ def probe_sections(model: ComparedModel, rows: np.ndarray, cohort: Cohort | None
         values = capture[name]
         strength = pd.DataFrame({"field": list(values.field_names), "mean_value": values.field_strength()})
         sections.append(
-            ReportSection(
-                title=f"{name} of {model.name}",
+            _section(
+                title=f"Probe {name} ({values.probe.kind.replace('_', ' ')}) of {model.name}",
                 figure=probe_figures.field_strength_bar(values),
                 tables={"field_strength": strength},
                 provenance=section_provenance([model], cohort, method=f"probe {name}", rows=int(len(rows))),
@@ -189,14 +196,14 @@ def agreement_sections(
     record = section_provenance([first, second], cohort, parameters={"k": k}, **details)
     label = f"{first.name} vs {second.name}"
     sections = [
-        ReportSection(
+        _section(
             title=f"Mean attribution per field: {label}",
             figure=compare_figures.field_attribution_scatter(agreement),
             tables={"fields": agreement.field_table().reset_index()},
             provenance=record,
             text=agreement.note,
         ),
-        ReportSection(
+        _section(
             title=f"Attribution agreement per sample: {label}",
             figure=compare_figures.agreement_histogram(agreement),
             tables={"samples": agreement.sample_table(), "summary": pd.DataFrame([agreement.summary()])},
@@ -215,7 +222,7 @@ def interaction_difference_section(
 ) -> ReportSection:
     """The difference of two models' global SII maps (first − second) on their common fields."""
     difference = interaction_difference(maps[first.name], maps[second.name], names=(first.name, second.name))
-    return ReportSection(
+    return _section(
         title=f"Pair interaction difference: {first.name} − {second.name}",
         figure=compare_figures.interaction_difference_heatmap(difference),
         tables={"difference": difference.difference.rename_axis("player").reset_index()},
@@ -248,7 +255,7 @@ def disagreement_section(
         n=n,
         names=names,
     )
-    return ReportSection(
+    return _section(
         title=f"Largest prediction gaps: {first.name} vs {second.name}",
         figure=compare_figures.disagreement_bar(frame, names=names),
         tables={"disagreements": frame},

@@ -82,7 +82,14 @@ def cohort_editor(data: state.LoadedData) -> None:
     ranges = _range_conditions(data)
     left, middle, right = st.columns(3)
     score_range = left.slider(
-        "Predicted CTR between", 0.0, 1.0, (0.0, 1.0), step=0.005, key="cohort_score", help="Scores of this bundle's model."
+        "Predicted CTR between",
+        0.0,
+        1.0,
+        (0.0, 1.0),
+        step=0.005,
+        format="%.3f",
+        key="cohort_score",
+        help="Scores of this bundle's model.",
     )
     label = middle.radio("Label", [ANY, "click", "no click"], horizontal=True, key="cohort_label")
     correct = right.radio(
@@ -223,7 +230,11 @@ def metrics_section(data: state.LoadedData) -> None:
     )
     columns[2].metric("Log loss", tables.format_metric(values["logloss"]))
     columns[3].metric("ECE", tables.format_metric(values["ece"]), help="Expected calibration error over the bins below.")
-    columns[4].metric("Predicted / observed CTR", f"{values['mean_predicted']:.2%} / {values['positive_rate']:.2%}")
+    columns[4].metric(
+        "Predicted / observed CTR",
+        f"{values['mean_predicted']:.1%} / {values['positive_rate']:.1%}",
+        help="Mean predicted CTR and click rate of the cohort.",
+    )
     settings = {"n_bins": int(n_bins), "strategy": strategy, "group_field": group_field}
     basket.chart(
         metrics_figures.reliability_diagram({data.bundle.name: table}),
@@ -264,7 +275,7 @@ def cohort_comparison_section(data: state.LoadedData) -> None:
         except state.LOAD_ERRORS as err:
             problems.append(f"{cohort.name}: {err}")
     for problem in problems:
-        st.warning(f"Left out cohort {problem}")
+        st.warning(f"Left out of this table, because it does not fit this model: cohort {problem}")
     if not results:
         return
     table = metrics_table(results)

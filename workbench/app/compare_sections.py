@@ -80,10 +80,15 @@ def metrics_view(models: list[ComparedModel]) -> None:
         st.error(f"Could not compute the metrics: {err}")
         return
     table = section.tables["metrics"]
+    counts = ("n_rows", "gauc_groups_used", "gauc_rows_used")
     st.dataframe(
         table,
         hide_index=True,
-        column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns if c != "model"},
+        column_config={
+            column: st.column_config.NumberColumn(format="%d" if column in counts else "%.4f")
+            for column in table.columns
+            if column != "model"
+        },
         key="compare_metrics_table",
     )
     basket.section_chart(section, key="compare_reliability")
@@ -255,6 +260,7 @@ def companion_waterfall(
             baseline=attribution.baseline,
             output_space=attribution.output_space,
             parameters={**attribution.parameters, "row": int(row)},
+            tables={"attributions": attribution.to_frame()},
         ),
         key="explorer_companion_waterfall",
         container=container,

@@ -32,11 +32,12 @@ def section_list(report: Report) -> None:
             title, up, down, remove = st.columns([8, 1, 1, 1], vertical_alignment="center")
             title.markdown(f"**{position + 1}. {section.title}**")
             record = section.provenance
-            bundle = (record.get("bundle") or {}).get("name", "")
-            data = (record.get("data") or {}).get("name", "")
-            cohort = (record.get("cohort") or {}).get("name", "all rows") if isinstance(record.get("cohort"), dict) else "all rows"
-            details = " · ".join(part for part in (bundle, data, f"cohort {cohort}", record.get("method") or "") if part)
-            title.caption(f"{details} · {len(section.tables)} table(s)")
+            cohort = record.get("cohort")
+            cohort_name = cohort.get("name", "unnamed") if isinstance(cohort, dict) else "all rows"
+            parts = (record.get("bundle_name"), record.get("data_name"), f"cohort {cohort_name}", record.get("method"))
+            details = " · ".join(str(part) for part in parts if part)
+            count = len(section.tables)
+            title.caption(f"{details} · {count} table{'' if count == 1 else 's'}")
             up.button("↑", key=f"report_up_{section.key}", on_click=_move, args=(section.key, -1), disabled=position == 0, help="Move up")
             down.button(
                 "↓",

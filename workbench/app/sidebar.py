@@ -33,10 +33,22 @@ def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: 
     return Path(choice) if choice else None
 
 
+SIDEBAR_KEYS = ("bundle_choice", "bundle_typed", "data_choice", "data_typed", "max_rows", cohort_views.CHOICE_KEY)
+
+
+def _keep_sidebar_state() -> None:
+    # Streamlit drops a widget's value when a run ends without drawing it, and a page that calls
+    # st.switch_page ends its run early. Copying the values into plain session state keeps them.
+    for key in SIDEBAR_KEYS:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
 def render() -> state.Selection:
     """Draw the sidebar widgets and store the resulting selection for the pages."""
     # A shared link's query parameters seed the widgets, so they must be read before any widget is drawn.
     url_state.restore_from_url()
+    _keep_sidebar_state()
     with st.sidebar:
         st.header("Model and data")
         bundle_options = {str(path): path.name for path in sources.bundle_paths()}

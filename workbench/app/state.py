@@ -481,7 +481,9 @@ def _metrics(key: SourceKey, group_field: str | None, n_bins: int, strategy: str
     dataset = _load_dataset(key)
     whole = _file_logits(_whole_file(key))
     scores = whole if dataset.source_rows is None else whole[dataset.source_rows]
-    groups = None if group_field is None else dataset.raw_values()[group_field].to_numpy()
+    # Raw file values, as the report groups them: users the model does not know keep their own group
+    # instead of sharing one <OOV> group.
+    groups = None if group_field is None else dataset.raw[group_field].astype(str).to_numpy()
     values = prediction_metrics(dataset.labels, scores, groups=groups, n_bins=n_bins, strategy=strategy)
     table = calibration_table(dataset.labels, sigmoid(scores), n_bins=n_bins, strategy=strategy)
     return values, table
