@@ -134,7 +134,7 @@ def calibration_table(
     """
     labels, probabilities = _check_pair(labels, probabilities)
     edges = _bin_edges(probabilities, n_bins, strategy)
-    # Right-closed inner edges, as calibration_curve bins them.
+    # A prediction on an inner edge goes to the upper bin, as in calibration_curve.
     bins = np.searchsorted(edges[1:-1], probabilities, side="right")
     count = np.bincount(bins, minlength=n_bins)
     predicted = np.bincount(bins, weights=probabilities, minlength=n_bins)
