@@ -251,11 +251,3 @@ def overview_table(models: Sequence[ComparedModel]) -> pd.DataFrame:
             for model in models
         ]
     )
-
-
-def names_of(models: Sequence[ComparedModel]) -> list[str]:
-    return [model.name for model in models]
-
-
-def by_name(models: Sequence[ComparedModel]) -> Mapping[str, ComparedModel]:
-    return {model.name: model for model in models}
