@@ -40,6 +40,8 @@ DEFAULT_TOP_K = 3
 SECTION_KEY_CHARS = 80
 """Section keys (and so table file names) keep up to 80 characters of the title, so both model names fit."""
 DISAGREEMENT_ROWS = 20
+NEUTRAL_SPREAD = 1e-3
+"""Largest distance of a bounded probe's field means from its neutral middle below which the report says so."""
 
 
 def _section(*, title: str, **parts: Any) -> ReportSection:
@@ -169,13 +171,24 @@ def probe_sections(model: ComparedModel, rows: np.ndarray, cohort: Cohort | None
     capture = capture_probes(model.bundle.model, model.dataset.tensors(rows), names=per_field)
     for name in per_field:
         values = capture[name]
-        strength = pd.DataFrame({"field": list(values.field_names), "mean_value": values.field_strength()})
+        field_means = values.field_strength()
+        strength = pd.DataFrame({"field": list(values.field_names), "mean_value": field_means})
+        text = values.probe.description.rstrip(". ") + "."
+        if values.probe.value_range is not None:
+            neutral = sum(values.probe.value_range) / 2
+            spread = float(np.abs(field_means - neutral).max())
+            if spread < NEUTRAL_SPREAD:
+                text += (
+                    f" Every field's mean stays within {spread:.1e} of the neutral {neutral:g}, so on average"
+                    " the signal hardly favours one field over another and the ranking carries little meaning."
+                )
         sections.append(
             _section(
                 title=f"Probe {name} ({values.probe.kind.replace('_', ' ')}) of {model.name}",
                 figure=probe_figures.field_strength_bar(values),
                 tables={"field_strength": strength},
                 provenance=section_provenance([model], cohort, method=f"probe {name}", rows=int(len(rows))),
+                text=text,
             )
         )
     return sections
