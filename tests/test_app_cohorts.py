@@ -190,3 +190,45 @@ def test_open_in_explorer_keeps_sidebar_model(app_env, tiny_bundle_path, tiny_da
     assert app.caption[0].value.startswith("Bundle **tiny-deepfm**")
     assert "1,500 rows" in app.caption[0].value
     assert any(m.value.startswith("**LR · ad clicks**: predicted CTR") for m in app.markdown)
+
+
+def test_field_without_values_is_rejected(app_env, tiny_bundle_path, tiny_data_dir):
+    app = open_app(tiny_bundle_path, tiny_data_dir, "workbench/app/pages/cohorts.py")
+    app.text_input(key="cohort_name").input("mobile")
+    app.multiselect(key="cohort_value_fields").set_value(["device"])
+    app.run()
+    app.button(key="cohort_save").click()
+    app.run()
+    assert any("pick at least one value of device" in e.value for e in app.error)
+    assert app.session_state["cohort_choice"] == "all rows"
+
+
+def test_bad_cohort_keeps_editor_usable(app_env, tiny_bundle_path, tiny_data_dir):
+    app = open_app(tiny_bundle_path, tiny_data_dir, "workbench/app/pages/cohorts.py")
+    app.session_state["workbench_cohorts"] = {"typo": {"name": "typo", "values": {"devize": ["mobile"]}}}
+    app.session_state["cohort_pending_choice"] = "typo"
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert any("unknown field 'devize'" in e.value for e in app.error)
+    # The editor and the list of saved cohorts still show, so the cohort can be deleted.
+    assert app.button(key="cohort_save")
+    app.selectbox(key="cohort_delete_choice").set_value("typo")
+    app.run()
+    app.button(key="cohort_delete").click()
+    app.run()
+    assert app.session_state["cohort_choice"] == "all rows"
+    assert not app.error
+
+
+def test_comparison_survives_a_page_visit(app_env, tiny_bundle_path, tiny_data_dir):
+    from workbench.app import sources
+
+    app = open_app(tiny_bundle_path, tiny_data_dir, "workbench/app/pages/compare.py")
+    lr_path = str(sources.models_dir().resolve() / "lr")
+    app.multiselect(key="compare_bundles").set_value([lr_path])
+    app.run()
+    app.switch_page("workbench/app/pages/overview.py")
+    app.run()
+    app.switch_page("workbench/app/pages/compare.py")
+    app.run()
+    assert app.multiselect(key="compare_bundles").value == [lr_path]

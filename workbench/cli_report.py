@@ -43,7 +43,13 @@ def add_command(commands: Any) -> None:
     report.add_argument("--pdf", action="store_true", help="also print the report to OUT with .pdf, with headless Chromium")
     report.add_argument("--tables", type=Path, help="also write every section's tables and provenance.json into this folder")
     report.add_argument("--table-format", choices=("parquet", "csv"), default="parquet", help="format of --tables (default: parquet)")
-    report.add_argument("--cohort", help="cohort as JSON text or the path of a JSON file (see docs/reports.md)")
+    report.add_argument(
+        "--cohort",
+        help=(
+            "cohort as JSON text, the path of a JSON file, or FILE#NAME to pick one cohort from a file of several "
+            "(such as the app's cohort download); see docs/reports.md"
+        ),
+    )
     report.add_argument("--max-rows", type=_positive_int, help="read at most this many rows of DATA (default: all)")
     report.add_argument(
         "--rows", type=_positive_int, default=200, help="rows every model explains, drawn at random (default: 200)"
@@ -61,10 +67,10 @@ def add_command(commands: Any) -> None:
     report.add_argument(
         "--group-field",
         default=AUTO_GROUP,
-        help="column that groups rows for gAUC: 'auto' (a user field such as user_id), 'none', or a column name",
+        help="column that groups rows for gAUC: 'auto' (a user field such as user_id; the default), 'none', or a column name",
     )
     report.add_argument("--seed", type=int, default=0, help="seed of the explained rows (default: 0)")
-    report.add_argument("--title", default="Model comparison", help="report title")
+    report.add_argument("--title", help="report title (default: 'Model comparison', or 'Model report' for one model)")
     report.add_argument("--overwrite", action="store_true", help="replace existing output files")
     report.set_defaults(handler=run_report)
 
@@ -102,7 +108,7 @@ def run_report(args: argparse.Namespace) -> int:
     report = default_report(
         models,
         cohort=cohort,
-        title=args.title,
+        title=args.title or ("Model comparison" if len(models) > 1 else "Model report"),
         explain_rows=args.rows,
         interaction_rows=args.interaction_rows,
         seed=args.seed,

@@ -236,6 +236,7 @@ def parse_cohort(text: str) -> Cohort:
     needs no name.
     """
     name = None
+    path_text = ""
     if not text.lstrip().startswith("{"):
         path_text, _, name = text.partition("#") if not Path(text).is_file() else (text, "", "")
         candidate = Path(path_text)
@@ -256,9 +257,10 @@ def parse_cohort(text: str) -> Cohort:
                 raise CohortError(msg)
             return cohorts[name]
         if len(cohorts) != 1:
+            example = f"{path_text or 'cohorts.json'}#{next(iter(cohorts), 'NAME')}"
             msg = (
                 f"the cohort file holds {len(cohorts)} cohorts ({', '.join(cohorts)}); "
-                "pick one with FILE#NAME, for example cohorts.json#mobile"
+                f"pick one with FILE#NAME, for example {example}"
             )
             raise CohortError(msg)
         return next(iter(cohorts.values()))
@@ -282,6 +284,9 @@ def load_cohorts(text: str) -> list[Cohort]:
         raise CohortError(msg) from err
     if not isinstance(specs, list):
         msg = "a cohort file must contain a JSON list of cohort objects"
+        raise CohortError(msg)
+    if not specs:
+        msg = "the cohort file holds an empty list; it needs at least one cohort object"
         raise CohortError(msg)
     cohorts = [Cohort.from_dict(spec) for spec in specs]
     names = [cohort.name for cohort in cohorts]

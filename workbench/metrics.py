@@ -21,6 +21,8 @@ from workbench.data import CTRDataset
 BinStrategy = Literal["uniform", "quantile"]
 BIN_STRATEGIES: tuple[str, ...] = ("uniform", "quantile")
 DEFAULT_BINS = 10
+COUNT_COLUMNS = ("n_rows", "gauc_groups_used", "gauc_rows_used")
+"""Metrics that count rows or groups; tables show them as integers."""
 USER_FIELD_NAMES = ("user_id", "user", "uid", "userid", "user_name")
 """Field names taken as the user for gAUC when no group field is given, in this order."""
 
@@ -254,6 +256,9 @@ def metrics_table(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """Put the metrics of several models side by side: one line per model, one column per metric."""
     frame = pd.DataFrame({label: dict(values) for label, values in results.items()}).T
     frame.index.name = "model"
+    for column in COUNT_COLUMNS:
+        if column in frame.columns:
+            frame[column] = frame[column].round().astype("Int64")
     preferred = ["auc", "gauc", "logloss", "ece", "mean_predicted", "positive_rate", "n_rows"]
     ordered = [c for c in preferred if c in frame.columns] + [c for c in frame.columns if c not in preferred]
     return frame[ordered]

@@ -97,7 +97,10 @@ def overview_section(models: Sequence[ComparedModel], cohort: Cohort | None = No
         title="Models",
         tables={"models": overview_table(models)},
         provenance=section_provenance(models, cohort, rows=len(models[0].dataset)),
-        text=f"{len(models)} models on {len(models[0].dataset):,} rows of {models[0].dataset.source or models[0].dataset.name}.",
+        text=(
+            f"{len(models)} model{'' if len(models) == 1 else 's'} on {len(models[0].dataset):,} rows of "
+            f"{models[0].dataset.source or models[0].dataset.name}."
+        ),
     )
 
 

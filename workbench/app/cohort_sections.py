@@ -126,10 +126,18 @@ def cohort_editor(data: state.LoadedData) -> None:
 
     if not st.button("Save cohort", key="cohort_save", type="primary"):
         return
+    empty = [field for field, chosen in values.items() if not chosen]
+    if empty:
+        st.error(
+            f"The cohort was not saved: pick at least one value of {', '.join(empty)}, "
+            "or remove the field from **Filter on field values**."
+        )
+        return
+    replaced = name.strip() in cohort_views.saved_cohorts()
     try:
         cohort = Cohort(
             name=name.strip(),
-            values={field: chosen for field, chosen in values.items() if chosen},
+            values=values,
             ranges=ranges,
             score_range=None if score_range == (0.0, 1.0) else score_range,
             label={ANY: None, "click": 1, "no click": 0}[label],
@@ -147,13 +155,21 @@ def cohort_editor(data: state.LoadedData) -> None:
         st.error(f"The cohort was not saved: {err}")
         return
     cohort_views.choose(cohort.name)
-    st.toast(f"Saved cohort {cohort.name} ({n_rows:,} rows) and chose it in the sidebar.")
+    verb = "Replaced" if replaced else "Saved"
+    st.toast(f"{verb} cohort {cohort.name} ({n_rows:,} rows) and chose it in the sidebar.")
     st.rerun()
+
+
+SESSION_NOTE = (
+    "Saved cohorts and the report live in this browser tab's session: reloading the page or opening a link "
+    "starts a new session without them. Download the cohorts (and the report) to keep them."
+)
 
 
 def saved_cohorts_section(data: state.LoadedData) -> None:
     """List the saved cohorts with their row counts; delete, download and upload them as JSON."""
     st.header("Saved cohorts")
+    st.caption(SESSION_NOTE)
     cohorts = cohort_views.saved_cohorts()
     whole = state.file_dataset(data)
     lines = []
@@ -186,9 +202,19 @@ def saved_cohorts_section(data: state.LoadedData) -> None:
         try:
             loaded = load_cohorts(uploaded.getvalue().decode("utf-8"))
             for cohort in loaded:
+                # Reject cohorts that do not fit this bundle now, not later on every page.
+                logits = state.file_logits(data) if cohort.needs_scores else None
+                try:
+                    select_rows(cohort, whole, logits=logits, allow_empty=True)
+                except CohortError as err:
+                    msg = f"cohort {cohort.name!r} does not fit bundle {data.bundle.name!r}: {err}"
+                    raise CohortError(msg) from err
+            for cohort in loaded:
                 cohort_views.save_cohort(cohort)
-        except (CohortError, ValueError, UnicodeDecodeError) as err:
-            right.error(f"Could not load `{uploaded.name}`: {err}")
+        except UnicodeDecodeError:
+            right.error(f"Could not load `{uploaded.name}`: it is not UTF-8 text. Save the cohort file as UTF-8 JSON.")
+        except (CohortError, ValueError) as err:
+            right.error(f"Could not load `{uploaded.name}`, so no cohort was added: {err}")
         else:
             st.session_state["cohort_upload_done"] = uploaded.file_id
             st.rerun()

@@ -252,6 +252,7 @@ def companion_waterfall(
     container.markdown(
         f"**{second.name}**: predicted CTR {figures.format_ctr(figures.sigmoid(float(attribution.predictions[0])))}"
     )
+    container.caption("Integrated Gradients with the Sample explorer's baseline and steps, as for the model on the left.")
     basket.section_chart(
         basket.section_for(
             figures.waterfall(attribution, 0, max_fields=20),

@@ -33,13 +33,30 @@ def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: 
     return Path(choice) if choice else None
 
 
-SIDEBAR_KEYS = ("bundle_choice", "bundle_typed", "data_choice", "data_typed", "max_rows", cohort_views.CHOICE_KEY)
+KEPT_KEYS = (
+    "bundle_choice",
+    "bundle_typed",
+    "data_choice",
+    "data_typed",
+    "max_rows",
+    cohort_views.CHOICE_KEY,
+    # The Model comparison page's choices, so that coming back from the Sample explorer keeps the comparison.
+    "compare_bundles",
+    "compare_rows",
+    "compare_seed",
+    "compare_method",
+    "compare_baseline",
+    "compare_pair_rows",
+    "compare_group_field",
+    "compare_bins",
+    "compare_strategy",
+)
 
 
 def _keep_sidebar_state() -> None:
-    # Streamlit drops a widget's value when a run ends without drawing it, and a page that calls
-    # st.switch_page ends its run early. Copying the values into plain session state keeps them.
-    for key in SIDEBAR_KEYS:
+    # Streamlit drops a widget's value when a run ends without drawing it: after a page switch, and
+    # when a page calls st.switch_page before its end. Copying the values into plain session state keeps them.
+    for key in KEPT_KEYS:
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
 

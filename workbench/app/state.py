@@ -373,9 +373,14 @@ def current_bundle() -> Bundle | None:
         return None
 
 
-def current_data(bundle: Bundle) -> LoadedData | None:
-    """Load the data file chosen in the sidebar with ``bundle``'s schema, or show ``st.error`` and return None."""
+def current_data(bundle: Bundle, *, cohort: Cohort | None = None) -> LoadedData | None:
+    """Load the data file chosen in the sidebar with ``bundle``'s schema, or show ``st.error`` and return None.
+
+    The rows are those of the sidebar's cohort, or of ``cohort`` when given.
+    """
     selection = get_selection()
+    if cohort is not None:
+        selection = Selection(selection.bundle_path, selection.data_path, selection.max_rows, cohort)
     path = selection.data_path
     if path is None:
         st.info(

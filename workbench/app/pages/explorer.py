@@ -94,11 +94,9 @@ columns[2].metric(
     figures.format_ctr(figures.sigmoid(base)),
     help=f"the model's output on the baseline input, logit {base:+.4f}",
 )
-columns[3].metric(
-    "Row",
-    f"{row:,}",
-    help=None if dataset.source_rows is None else f"row {int(state.file_rows(data, [row])[0]):,} of the data file",
-)
+columns[3].metric("Row", f"{row:,}")
+if dataset.source_rows is not None:
+    st.caption(f"Row {row:,} of the cohort is row {int(state.file_rows(data, [row])[0]):,} of the data file.")
 
 st.caption("Waterfall of field attributions")
 values_table = tables.sample_table(attribution, 0, dataset.raw.iloc[row])

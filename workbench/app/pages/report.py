@@ -5,6 +5,10 @@ import streamlit as st
 from workbench.app import basket, report_sections
 
 st.title("Report")
+st.caption(
+    "The report lives in this browser tab's session: reloading the page or opening a link starts a new, "
+    "empty one. Export it below to keep it."
+)
 report = basket.report()
 title = st.text_input("Report title", value=report.title, key="report_title_input")
 if title.strip() and title.strip() != report.title:
