@@ -49,6 +49,8 @@ TableFormat = Literal["parquet", "csv"]
 TABLE_FORMATS: tuple[str, ...] = ("parquet", "csv")
 
 TABLE_PREVIEW_ROWS = 20
+WIDE_TABLE_COLUMNS = 8
+"""Tables with more columns print in a smaller font, so that they fit the page width."""
 """Rows of each table shown in the HTML report. The table files contain all rows."""
 
 FIGURE_MAX_HEIGHT_PX = 900
@@ -453,7 +455,11 @@ table.numbers th { background: #f4f4f4; }
   .table-wrap { overflow: visible; }
   /* Wide tables shrink and wrap on paper instead of running off the page. */
   table.numbers { table-layout: fixed; width: 100%; font-size: 6.5pt; }
-  table.numbers th, table.numbers td { white-space: normal; overflow-wrap: anywhere; padding: 1px 3px; max-width: none; }
+  table.numbers.wide { font-size: 5pt; }
+  table.numbers th, table.numbers td { white-space: normal; padding: 1px 2px; max-width: none; }
+  /* Headers may break anywhere, numbers only where they can (never inside a number). */
+  table.numbers th { overflow-wrap: anywhere; }
+  table.numbers td { overflow-wrap: normal; }
 }
 """
 
@@ -530,7 +536,8 @@ def _table_html(frame: pd.DataFrame, max_rows: int) -> str:
     header = "".join(f"<th>{html.escape(str(column))}</th>" for column in preview.columns)
     if with_index:
         header = f"<th>{html.escape(str(frame.index.name or ''))}</th>" + header
-    lines = [f'<div class="table-wrap"><table class="numbers"><thead><tr>{header}</tr></thead><tbody>']
+    wide = " wide" if preview.shape[1] + int(with_index) > WIDE_TABLE_COLUMNS else ""
+    lines = [f'<div class="table-wrap"><table class="numbers{wide}"><thead><tr>{header}</tr></thead><tbody>']
     for label, row in zip(preview.index, preview.itertuples(index=False, name=None), strict=True):
         cells = "".join(f"<td>{html.escape(_format_cell(value))}</td>" for value in row)
         if with_index:
