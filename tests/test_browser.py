@@ -385,3 +385,40 @@ def test_new_pages_open_in_browser(app_url, browser):
     page.get_by_role("heading", name="Model comparison", exact=True).wait_for()
     assert page.locator("[data-testid='stException']").count() == 0
     page.close()
+
+
+def test_two_sessions_keep_their_own_state(app_url, browser, tiny_data_dir):
+    """Two browser contexts (two users) choose different models; neither sees the other's model or report."""
+    lr_bundle = REPO_ROOT / "models" / "ad_clicks_lr"
+    data_path = tiny_data_dir / "ad_clicks" / "test.parquet"
+    first_context = browser.new_context(viewport={"width": 1400, "height": 900})
+    second_context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        first = first_context.new_page()
+        second = second_context.new_page()
+        for page in (first, second):
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+        first.goto(f"{app_url}/explorer")
+        first.get_by_text("Bundle tiny-deepfm", exact=False).first.wait_for()
+
+        second.goto(f"{app_url}/explorer?{urlencode({'bundle': str(lr_bundle), 'data': str(data_path)})}")
+        second.get_by_text("Bundle LR · ad clicks", exact=False).first.wait_for()
+        second.get_by_role("button", name="Add to report").first.click()
+        second.get_by_text("to the report (1 section)").wait_for()
+
+        # The first user's next rerun still shows their own model, and their report is empty.
+        row_input = first.get_by_role("spinbutton", name="Row number")
+        row_input.fill("7")
+        row_input.press("Enter")
+        wait_for_waterfall(first, 7)
+        assert first.get_by_text("Bundle LR · ad clicks", exact=False).count() == 0
+        assert first.get_by_text("Bundle tiny-deepfm", exact=False).count() >= 1
+        first.get_by_role("link", name="Report").click()
+        first.get_by_text("The report is empty").wait_for()
+
+        second.get_by_role("link", name="Report").click()
+        second.get_by_role("heading", name="Export").wait_for()
+        assert second.get_by_text("LR · ad clicks", exact=False).count() >= 1
+    finally:
+        first_context.close()
+        second_context.close()
