@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ from workbench.schema import Field, Schema, SchemaError, _check_columns, decode_
 
 LIBFM_SUFFIXES = (".libfm", ".libsvm", ".libffm", ".svm")
 FEATURE_MAP_NAME = "feature_map.tsv"
+MAX_DATA_MB_ENV = "WORKBENCH_MAX_DATA_MB"
+"""Environment variable with the largest data file, in MB, that ``read_frame`` reads whole."""
+DEFAULT_MAX_DATA_MB = 2048.0
+MISSING_MARKERS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+"""Cell texts that a numeric field reads as missing (compared in lower case)."""
 
 
 class DataError(ValueError):
@@ -70,6 +76,9 @@ def read_frame(
         msg = f"data file not found: {str(path)!r}"
         raise DataError(msg)
     kind = data_format(path)
+    _check_size(path, kind, max_rows)
+    if kind in ("csv", "libfm"):
+        _check_text(path, kind)
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
@@ -79,16 +88,103 @@ def read_frame(
             sep = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
             frame = pd.read_csv(path, sep=sep, nrows=max_rows, dtype=str, keep_default_na=False)
             frame = frame.replace({"": None})
+            _check_delimiter(path, frame, sep)
         else:
             if feature_map is None and (path.parent / FEATURE_MAP_NAME).is_file():
                 feature_map = path.parent / FEATURE_MAP_NAME
             frame = read_libfm(path, feature_map=feature_map, max_rows=max_rows)
-    except (OSError, ValueError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise DataError(_not_utf8_message(path)) from err
+    except (OSError, ValueError) as err:
         if isinstance(err, DataError):
             raise
         msg = f"could not read {str(path)!r} as {kind}: {err}"
         raise DataError(msg) from err
     return frame.reset_index(drop=True)
+
+
+def max_data_mb() -> float:
+    """Return the size limit for data files in MB: ``WORKBENCH_MAX_DATA_MB``, or 2048 when it is unset."""
+    text = os.environ.get(MAX_DATA_MB_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_DATA_MB
+    try:
+        limit = float(text)
+    except ValueError:
+        limit = float("nan")
+    if not limit > 0 or limit == float("inf"):
+        msg = f"{MAX_DATA_MB_ENV} must be a positive number of MB such as 2048; got {text!r}"
+        raise DataError(msg)
+    return limit
+
+
+def _check_size(path: Path, kind: str, max_rows: int | None) -> None:
+    """Reject a file above the size limit before reading it, unless only its first rows are read."""
+    if max_rows is not None and kind in ("csv", "libfm"):
+        # pandas and read_libfm stop after max_rows rows of CSV or libfm, so the file size does not matter.
+        return
+    limit = max_data_mb()
+    size_mb = path.stat().st_size / 1e6
+    if size_mb <= limit:
+        return
+    if kind == "parquet":
+        advice = "split it into smaller Parquet files"
+    else:
+        advice = "read only its first rows (--max-rows on the command line, Rows to load in the app)"
+    msg = (
+        f"{str(path)!r} is {size_mb:,.1f} MB, above the limit of {limit:,.6g} MB; {advice}, "
+        f"or raise the limit with {MAX_DATA_MB_ENV}=<MB>"
+    )
+    raise DataError(msg)
+
+
+def _check_text(path: Path, kind: str) -> None:
+    """Reject an empty file and a UTF-16 or UTF-32 text file, which pandas would misread."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as err:
+        msg = f"could not read {str(path)!r} as {kind}: {err}"
+        raise DataError(msg) from err
+    if not head:
+        msg = f"{str(path)!r} is empty (0 bytes); choose a {kind} file with a header and data rows"
+        raise DataError(msg)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        msg = f"{str(path)!r} is UTF-16 or UTF-32 text (it starts with a byte order mark); save the file as UTF-8"
+        raise DataError(msg)
+
+
+def _not_utf8_message(path: Path) -> str:
+    """Describe the first line of ``path`` that is not UTF-8."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return (
+                    f"{str(path)!r} is not UTF-8 text: line {line_number} contains the byte 0x{line[err.start]:02x} "
+                    f"(near {line[max(err.start - 10, 0) : err.start + 10]!r}), as Latin-1 or Windows-1252 files do; "
+                    "save the file as UTF-8 and load it again"
+                )
+    return f"{str(path)!r} is not UTF-8 text; save the file as UTF-8 and load it again"
+
+
+def _check_delimiter(path: Path, frame: pd.DataFrame, sep: str) -> None:
+    """Reject a CSV or TSV file whose single column name contains another delimiter."""
+    if len(frame.columns) != 1:
+        return
+    header = str(frame.columns[0])
+    kind, expected = ("TSV", "a tab") if sep == "\t" else ("CSV", "','")
+    for other, name in ((";", "';'"), ("\t", "a tab"), (",", "','")):
+        if other != sep and other in header:
+            msg = (
+                f"{str(path)!r} has one column {header[:80]!r}: the file seems to separate columns with {name}, "
+                f"but a {kind} file must use {expected}; save it with {expected} between columns"
+                + (" or name it .tsv" if other == "\t" else "")
+            )
+            raise DataError(msg)
 
 
 def read_feature_map(path: str | Path) -> dict[int, tuple[str, str]]:
@@ -273,22 +369,78 @@ def encode(frame: pd.DataFrame, schema: Schema, *, name: str = "", source: str =
     if not schema.is_fitted():
         msg = "the schema has no vocabularies yet; fit it on the training data first (workbench.schema.fit_schema)"
         raise SchemaError(msg)
-    _check_columns(frame, schema, need_label=True)
+    where, in_file = "", ""
+    if source:
+        where, in_file = f"{source!r}: ", f" in {source!r}"
+    elif name:
+        where, in_file = f"{name}: ", f" in {name}"
+    try:
+        _check_columns(frame, schema, need_label=True)
+    except SchemaError as err:
+        msg = f"{err}{in_file}; add the missing columns or choose a data file with the fields this model was trained on"
+        raise SchemaError(msg) from err
     inputs = {}
     oov_counts = {}
     for f in schema.fields:
+        if f.kind == "numeric":
+            _check_numeric(frame[f.name], f.name, where)
         try:
             inputs[f.name], oov_counts[f.name] = encode_field(f, frame[f.name])
         except (TypeError, ValueError) as err:
-            msg = f"could not encode field {f.name!r}: {err}"
+            msg = f"{where}could not encode field {f.name!r}: {err}"
             raise DataError(msg) from err
-    labels = pd.to_numeric(frame[schema.label], errors="coerce").to_numpy(dtype=float)
-    if np.isnan(labels).any():
-        bad = frame[schema.label][np.isnan(labels)].iloc[0]
-        msg = f"label column {schema.label!r} has a non-numeric value {bad!r}; labels must be 0/1 (or -1/1)"
-        raise DataError(msg)
-    labels = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    labels = _labels(frame[schema.label], schema.label, where)
     return CTRDataset(schema, inputs, labels, frame, name=name, source=source, oov_counts=oov_counts)
+
+
+def _first_bad(mask: np.ndarray, column: pd.Series) -> tuple[int, Any, int]:
+    """Return the 0-based row, the value and the count of the rows that ``mask`` flags."""
+    positions = np.flatnonzero(mask)
+    value = column.iloc[positions[0]]
+    return int(positions[0]), value.item() if isinstance(value, np.generic) else value, len(positions)
+
+
+def _check_numeric(column: pd.Series, field_name: str, where: str) -> None:
+    """Reject text and infinite values in a numeric field. Empty cells and NaN stay missing (the training mean)."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    missing = np.isnan(values)
+    if missing.any():
+        unparsed = column.notna().to_numpy() & missing
+        if unparsed.any():
+            texts = column[unparsed].astype(str).str.strip().str.lower()
+            unparsed[unparsed] = ~texts.isin(MISSING_MARKERS).to_numpy()
+        if unparsed.any():
+            row, value, count = _first_bad(unparsed, column)
+            msg = (
+                f"{where}numeric field {field_name!r} contains {value!r} in row {row} (0-based; {count} such row(s)), "
+                "which is not a number; correct the value, or leave the cell empty so that it counts as missing "
+                "and takes the training mean"
+            )
+            raise DataError(msg)
+    infinite = np.isinf(values)
+    if infinite.any():
+        row, value, count = _first_bad(infinite, column)
+        msg = (
+            f"{where}numeric field {field_name!r} contains {value!r} in row {row} (0-based; {count} such row(s)); "
+            "numeric values must be finite, so replace it with a number or leave the cell empty (missing, "
+            "which takes the training mean)"
+        )
+        raise DataError(msg)
+
+
+def _labels(column: pd.Series, label: str, where: str) -> np.ndarray:
+    """Return labels in {0, 1} from a column of 0/1 or -1/1 values, and reject any other value."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isin(values, (-1.0, 0.0, 1.0))
+    if bad.any():
+        row, value, count = _first_bad(bad, column)
+        value_kind = "a non-numeric value" if np.isnan(values[row]) else "the value"
+        msg = (
+            f"{where}label column {label!r} has {value_kind} {value!r} in row {row} (0-based; {count} such row(s)); "
+            "labels must be 0/1 (or -1/1, read as 0/1), so recode the labels or choose another label column"
+        )
+        raise DataError(msg)
+    return np.where(values > 0, 1.0, 0.0).astype(np.float32)
 
 
 def load_dataset(

@@ -102,7 +102,10 @@ def metrics_from_logits(labels: np.ndarray, logits: np.ndarray) -> dict[str, flo
 def evaluate(model: nn.Module, dataset: CTRDataset, *, batch_size: int = 16384) -> dict[str, float]:
     """Return AUC, log loss, row count and positive rate of ``model`` on ``dataset``."""
     if len(dataset) == 0:
-        msg = f"cannot evaluate on an empty data set ({dataset.name or 'unnamed'})"
+        msg = (
+            f"cannot evaluate on an empty data set ({dataset.source or dataset.name or 'unnamed'}): it has no rows; "
+            "choose a data file with rows below its header"
+        )
         raise ValueError(msg)
     return metrics_from_logits(dataset.labels, predict_logits(model, dataset, batch_size=batch_size))
 

@@ -106,7 +106,8 @@ def render() -> state.Selection:
             key="max_rows",
             help=(
                 "Maximum number of rows read from the start of the data file. "
-                "Metrics and samples use only these rows."
+                "Metrics and samples use only these rows. Parquet files are read whole and refused above "
+                "WORKBENCH_MAX_DATA_MB (2048 MB unless set); CSV and libfm files stop after these rows."
             ),
         )
         cohort = cohort_views.cohort_select()
