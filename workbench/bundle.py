@@ -175,7 +175,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(msg)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         msg = f"{str(manifest_path)!r} is not valid JSON: {err}"
         raise BundleError(msg) from err
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
@@ -191,6 +191,16 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     for key in ("architecture", "hyperparameters", "schema", "weights"):
         if key not in manifest:
             msg = f"{str(manifest_path)!r} has no {key!r} entry"
+            raise BundleError(msg)
+    if not isinstance(manifest["architecture"], str):
+        msg = (
+            f"{str(manifest_path)!r} has architecture {manifest['architecture']!r}; it must be the name of a "
+            f"native architecture ({', '.join(ARCHITECTURES)})"
+        )
+        raise BundleError(msg)
+    for key in ("hyperparameters", "schema", "weights"):
+        if not isinstance(manifest[key], dict):
+            msg = f"{str(manifest_path)!r} has a {key!r} entry of type {type(manifest[key]).__name__}; it must be a JSON object"
             raise BundleError(msg)
     return manifest
 
@@ -213,7 +223,8 @@ def load_bundle(path: str | Path) -> Bundle:
     try:
         schema = Schema.from_dict(manifest["schema"])
         model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
-    except (SchemaError, ValueError, TypeError) as err:
+    except (SchemaError, ValueError, TypeError, OverflowError, RuntimeError) as err:
+        # RuntimeError: torch rejects impossible layer sizes, such as a hyper-parameter of 10**30 units.
         msg = f"cannot rebuild the model described in {str(path / MANIFEST_NAME)!r}: {err}"
         raise BundleError(msg) from err
     try:

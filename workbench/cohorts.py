@@ -202,6 +202,18 @@ class Cohort:
 def _typed_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Check the JSON types of a cohort spec before the dataclass sees them."""
     out = dict(spec)
+    for key in ("name", "oov"):
+        if key in out and not isinstance(out[key], str):
+            msg = f"cohort key {key!r} must be a string; got {out[key]!r}"
+            raise CohortError(msg)
+    if out.get("frequency_field") is not None and not isinstance(out["frequency_field"], str):
+        msg = f"cohort key 'frequency_field' must be a field name or null; got {out['frequency_field']!r}"
+        raise CohortError(msg)
+    for key in ("oov_fields", "frequency_buckets"):
+        items = out.get(key, [])
+        if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
+            msg = f"cohort key {key!r} must be a list of strings; got {out[key]!r}"
+            raise CohortError(msg)
     for key in ("values", "ranges"):
         if key in out and not isinstance(out[key], Mapping):
             msg = f"cohort key {key!r} must be an object of field name to {'values' if key == 'values' else '[low, high]'}"
@@ -238,15 +250,19 @@ def parse_cohort(text: str) -> Cohort:
     name = None
     path_text = ""
     if not text.lstrip().startswith("{"):
-        path_text, _, name = text.partition("#") if not Path(text).is_file() else (text, "", "")
+        path_text, _, name = text.partition("#") if not _is_file(text) else (text, "", "")
         candidate = Path(path_text)
-        if not candidate.is_file():
-            msg = f"cohort {text!r} is neither JSON text nor an existing JSON file; give a path or a JSON object"
+        if not _is_file(path_text):
+            msg = f"cohort {text[:200]!r} is neither JSON text nor an existing JSON file; give a path or a JSON object"
             raise CohortError(msg)
-        text = candidate.read_text(encoding="utf-8")
+        try:
+            text = candidate.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            msg = f"could not read the cohort file {path_text!r} as UTF-8 text: {err}"
+            raise CohortError(msg) from err
     try:
         spec = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         msg = f"the cohort is not valid JSON: {err}"
         raise CohortError(msg) from err
     if isinstance(spec, list):
@@ -270,6 +286,14 @@ def parse_cohort(text: str) -> Cohort:
     return Cohort.from_dict(spec)
 
 
+def _is_file(text: str) -> bool:
+    """Check whether ``text`` names an existing file; text that cannot be a path (NUL byte, too long) names none."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def save_cohorts(cohorts: Sequence[Cohort]) -> str:
     """Return a list of cohorts as JSON text that :func:`load_cohorts` reads back."""
     return json.dumps([cohort.to_dict() for cohort in cohorts], indent=2)
@@ -279,7 +303,7 @@ def load_cohorts(text: str) -> list[Cohort]:
     """Read JSON text written by :func:`save_cohorts` (a list of cohort objects); names must be unique."""
     try:
         specs = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         msg = f"the cohort file is not valid JSON: {err}"
         raise CohortError(msg) from err
     if not isinstance(specs, list):

@@ -171,6 +171,9 @@ def _table_to_dict(frame: pd.DataFrame, where: str) -> dict[str, Any]:
 
 
 def _restore_column(values: list[Any], dtype: str) -> pd.Series:
+    if not isinstance(values, list) or not isinstance(dtype, str):
+        msg = f"a column needs a list of values and a dtype name; got {type(values).__name__} and {dtype!r}"
+        raise TypeError(msg)
     series = pd.Series(values, dtype=object)
     if dtype == "object":
         return series
@@ -195,7 +198,8 @@ def _table_from_dict(spec: Any, where: str) -> pd.DataFrame:
         else:
             frame.index = pd.Index(_restore_column(index_spec["values"], index_spec["dtype"]))
         frame.index.name = index_spec.get("name")
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, OverflowError) as err:
+        # OverflowError: pandas and numpy raise it for integers beyond int64, in a column or a RangeIndex.
         msg = f"table {where} in the stored section is malformed ({type(err).__name__}: {err}); build the section again"
         raise ReportError(msg) from err
     return frame
@@ -414,8 +418,8 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Rebuild a report from :meth:`to_dict` output."""
-        if not isinstance(data, dict) or "sections" not in data:
-            msg = "a stored report must be a dict with 'title' and 'sections'; build the report again"
+        if not isinstance(data, dict) or not isinstance(data.get("sections"), list):
+            msg = "a stored report must be a dict with 'title' and a list of 'sections'; build the report again"
             raise ReportError(msg)
         return cls(title=data.get("title", DEFAULT_REPORT_TITLE), sections=[ReportSection.from_dict(item) for item in data["sections"]])
 

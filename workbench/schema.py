@@ -167,33 +167,97 @@ class Field:
 
     @classmethod
     def from_dict(cls, spec: dict[str, Any]) -> Field:
+        """Build a field from :meth:`to_dict` output, checking the JSON type of every entry.
+
+        Raises
+        ------
+        SchemaError
+            When an entry is missing, has the wrong type, or a number is out of range.
+        """
         _check_field_spec(spec)
+        name = spec["name"]
         vocabulary = None
         if "vocabulary" in spec:
-            vocabulary = Vocabulary(spec["vocabulary"], spec.get("counts"))
+            vocabulary = Vocabulary(_spec_strings(spec, "vocabulary"), _spec_counts(spec))
+        mean = _spec_float(spec, "mean", 0.0)
+        std = _spec_float(spec, "std", 1.0)
+        if not std > 0:
+            msg = f"numeric field {name!r} has 'std' {std!r}; the standard deviation must be a finite number above 0"
+            raise SchemaError(msg)
+        separator = spec.get("separator", "|")
+        if not isinstance(separator, str) or not separator:
+            msg = f"field {name!r} has 'separator' {separator!r}; it must be a non-empty string such as '|'"
+            raise SchemaError(msg)
         return cls(
-            name=spec["name"],
+            name=name,
             kind=spec["kind"],
             vocabulary=vocabulary,
-            mean=float(spec.get("mean", 0.0)),
-            std=float(spec.get("std", 1.0)),
-            dim=int(spec.get("dim", 0)),
-            max_length=int(spec.get("max_length", 0)),
-            separator=str(spec.get("separator", "|")),
+            mean=mean,
+            std=std,
+            dim=_spec_int(spec, "dim"),
+            max_length=_spec_int(spec, "max_length"),
+            separator=separator,
         )
+
+
+def _spec_int(spec: dict[str, Any], key: str) -> int:
+    """Return a whole-number entry of a field spec (0 when absent); floats such as 4.0 are accepted."""
+    value = spec.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or int(value) != value:
+        msg = f"field {spec['name']!r} has {key!r} {value!r}; it must be a whole number"
+        raise SchemaError(msg)
+    return int(value)
+
+
+def _spec_float(spec: dict[str, Any], key: str, default: float) -> float:
+    """Return a finite number entry of a field spec (``default`` when absent)."""
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(float(value)):
+        msg = f"field {spec['name']!r} has {key!r} {value!r}; it must be a finite number"
+        raise SchemaError(msg)
+    return float(value)
+
+
+def _spec_strings(spec: dict[str, Any], key: str) -> list[str]:
+    """Return a list entry of a field spec as strings; numbers are accepted and converted, as CSV cells are text."""
+    values = spec[key]
+    valid = isinstance(values, list) and all(
+        isinstance(value, (str, int, float)) and not isinstance(value, bool) for value in values
+    )
+    if not valid:
+        msg = f"field {spec['name']!r} has an invalid {key!r}: it must be a list of strings; got {str(values)[:80]}"
+        raise SchemaError(msg)
+    return [str(value) for value in values]
+
+
+def _spec_counts(spec: dict[str, Any]) -> list[int] | None:
+    """Return the training counts of a field's vocabulary (None when absent)."""
+    counts = spec.get("counts")
+    if counts is None:
+        return None
+    valid = isinstance(counts, list) and all(
+        isinstance(count, int) and not isinstance(count, bool) and count >= 0 for count in counts
+    )
+    if not valid:
+        msg = f"field {spec['name']!r} has invalid 'counts': they must be a list of whole numbers >= 0; got {str(counts)[:80]}"
+        raise SchemaError(msg)
+    return counts
 
 
 def _check_field_spec(spec: Any) -> None:
     if not isinstance(spec, dict) or "name" not in spec or "kind" not in spec:
-        msg = f"each field needs a 'name' and a 'kind'; got {spec!r}"
+        msg = f"each field needs a 'name' and a 'kind'; got {str(spec)[:200]}"
         raise SchemaError(msg)
-    if spec["kind"] not in FIELD_KINDS:
+    if not isinstance(spec["name"], str) or not spec["name"]:
+        msg = f"field names must be non-empty strings; got {spec['name']!r}"
+        raise SchemaError(msg)
+    if not isinstance(spec["kind"], str) or spec["kind"] not in FIELD_KINDS:
         msg = f"field {spec['name']!r} has unknown kind {spec['kind']!r}; valid kinds: {', '.join(FIELD_KINDS)}"
         raise SchemaError(msg)
-    if spec["kind"] == "sequence" and int(spec.get("max_length", 0)) < 1:
+    if spec["kind"] == "sequence" and _spec_int(spec, "max_length") < 1:
         msg = f"sequence field {spec['name']!r} needs 'max_length' >= 1"
         raise SchemaError(msg)
-    if spec["kind"] == "dense" and int(spec.get("dim", 0)) < 1:
+    if spec["kind"] == "dense" and _spec_int(spec, "dim") < 1:
         msg = f"dense field {spec['name']!r} needs 'dim' >= 1 (the vector length)"
         raise SchemaError(msg)
 
@@ -243,11 +307,15 @@ class Schema:
         if not isinstance(spec, dict) or not isinstance(spec.get("fields"), list):
             msg = "a schema must be a JSON object with a 'fields' list"
             raise SchemaError(msg)
-        return cls(
-            fields=[Field.from_dict(f) for f in spec["fields"]],
-            label=str(spec.get("label", "label")),
-            extra=dict(spec.get("extra", {})),
-        )
+        label = spec.get("label", "label")
+        if not isinstance(label, str) or not label:
+            msg = f"the schema's 'label' must be the non-empty name of the label column; got {label!r}"
+            raise SchemaError(msg)
+        extra = spec.get("extra", {})
+        if not isinstance(extra, dict):
+            msg = f"the schema's 'extra' must be a JSON object; got {type(extra).__name__}"
+            raise SchemaError(msg)
+        return cls(fields=[Field.from_dict(f) for f in spec["fields"]], label=label, extra=dict(extra))
 
     def is_fitted(self) -> bool:
         """True when every categorical and sequence field has a vocabulary."""

@@ -1,0 +1,504 @@
+"""Property-based fuzz tests: every file and spec parser either parses its input or raises the project's error.
+
+Each test starts from a valid input (a real bundle manifest, schema, feature map,
+data file, cohort or report section), mutates it with hypothesis (keys dropped,
+values replaced by wrong types, huge, negative or non-finite numbers, unicode and
+nested junk) or replaces it by random bytes, and feeds it to the parser. The only
+exceptions allowed are the parser's own error types; any other exception fails
+the test with the input that caused it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from workbench.bundle import MANIFEST_NAME, BundleError, load_bundle, read_manifest, save_bundle
+from workbench.cohorts import Cohort, CohortError, load_cohorts, parse_cohort
+from workbench.data import DataError, load_dataset, read_feature_map, read_frame, read_schema_spec
+from workbench.report import Report, ReportError, ReportSection
+from workbench.schema import Schema, SchemaError
+from workbench.zoo import build_model
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LR_BUNDLE = REPO_ROOT / "models" / "ad_clicks_lr"
+AD_CLICKS_DIR = REPO_ROOT / "sample_data" / "ad_clicks"
+
+EXAMPLES = 1000
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+TINY_VOCABULARY = 3
+"""Values kept per vocabulary of the LR schema, so that each example builds a model in about a millisecond."""
+
+
+# ---------------------------------------------------------------- strategies
+
+SPECIAL_NUMBERS = st.sampled_from(
+    [0, -1, 1, 2, 10**6, 10**30, -(10**30), 2**63, 0.5, -0.0, 1e308, -1e308, math.nan, math.inf, -math.inf]
+)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | SPECIAL_NUMBERS
+    | st.text(max_size=12)
+    | st.sampled_from(["", " ", "\x00", "é", "日本", "\ud800", "categorical", "numeric", "sequence", "dense", "label"])
+)
+JUNK = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=10,
+)
+
+
+def _mutate_once(draw: Callable[[Any], Any], value: Any) -> Any:
+    """Walk to a random spot of a JSON value and replace, drop or keep descending."""
+    if isinstance(value, dict) and value:
+        key = draw(st.sampled_from(sorted(value, key=str)))
+        action = draw(st.sampled_from(["descend", "descend", "replace", "delete", "add"]))
+        if action == "descend":
+            value[key] = _mutate_once(draw, value[key])
+        elif action == "replace":
+            value[key] = draw(JUNK)
+        elif action == "delete":
+            del value[key]
+        else:
+            value[draw(st.text(max_size=8))] = draw(JUNK)
+        return value
+    if isinstance(value, list) and value:
+        position = draw(st.integers(0, len(value) - 1))
+        action = draw(st.sampled_from(["descend", "descend", "replace", "delete", "append"]))
+        if action == "descend":
+            value[position] = _mutate_once(draw, value[position])
+        elif action == "replace":
+            value[position] = draw(JUNK)
+        elif action == "delete":
+            del value[position]
+        else:
+            value.append(draw(JUNK))
+        return value
+    return draw(JUNK)
+
+
+@st.composite
+def mutated(draw: Callable[[Any], Any], base: Any, max_mutations: int = 3) -> Any:
+    """A deep copy of the JSON value ``base`` with 0 to ``max_mutations`` random changes."""
+    value = copy.deepcopy(base)
+    for _ in range(draw(st.integers(0, max_mutations))):
+        value = _mutate_once(draw, value)
+    return value
+
+
+@st.composite
+def mutated_text(draw: Callable[[Any], Any], text: str) -> str:
+    """``text`` with a few characters inserted, deleted or replaced."""
+    characters = list(text)
+    for _ in range(draw(st.integers(0, 4))):
+        position = draw(st.integers(0, len(characters)))
+        action = draw(st.sampled_from(["insert", "delete", "replace"]))
+        piece = draw(st.sampled_from(["\t", ",", ":", "\n", '"', "\x00", "é", "-1", "nan", "1e999", " "]) | st.text(max_size=3))
+        if action == "insert" or position == len(characters):
+            characters[position:position] = list(piece)
+        elif action == "delete":
+            del characters[position]
+        else:
+            characters[position : position + 1] = list(piece)
+    return "".join(characters)
+
+
+def write_bytes_or_text(path: Path, content: str | bytes, encoding: str = "utf-8") -> Path:
+    """Write ``content`` to ``path``; text that cannot be encoded (lone surrogates) is written with replacement."""
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_bytes(content.encode(encoding, errors="surrogatepass" if encoding == "utf-8" else "replace"))
+    return path
+
+
+def dump_json(value: Any) -> str:
+    """JSON text of ``value``; NaN and infinities are written as Python's json writes them."""
+    return json.dumps(value, allow_nan=True)
+
+
+def file_contents(base_text: str) -> st.SearchStrategy[str | bytes]:
+    """Mutated versions of ``base_text`` plus arbitrary text and bytes."""
+    return mutated_text(base_text) | st.text(max_size=200) | st.binary(max_size=200)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+def _tiny_schema_dict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The LR schema with every vocabulary cut to its first values."""
+    tiny = copy.deepcopy(schema)
+    for spec in tiny["fields"]:
+        if "vocabulary" in spec:
+            spec["vocabulary"] = spec["vocabulary"][:TINY_VOCABULARY]
+            spec["counts"] = spec["counts"][:TINY_VOCABULARY]
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def lr_manifest() -> dict[str, Any]:
+    return json.loads((LR_BUNDLE / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def tiny_schema_dict(lr_manifest: dict[str, Any]) -> dict[str, Any]:
+    return _tiny_schema_dict(lr_manifest["schema"])
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, lr_manifest: dict[str, Any], tiny_schema_dict) -> Path:
+    """A loadable LR bundle with the fields of models/ad_clicks_lr and three values per vocabulary."""
+    schema = Schema.from_dict(tiny_schema_dict)
+    model = build_model(lr_manifest["architecture"], schema, **lr_manifest["hyperparameters"])
+    path = tmp_path_factory.mktemp("fuzz-bundle") / "tiny-lr"
+    return save_bundle(
+        model,
+        path,
+        name=lr_manifest["name"],
+        metrics=lr_manifest["metrics"],
+        training=lr_manifest["training"],
+        data=lr_manifest["data"],
+    )
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-work")
+
+
+@pytest.fixture(scope="module")
+def sample_frame() -> pd.DataFrame:
+    """Five rows of the ad-click test split, as read from Parquet."""
+    return read_frame(AD_CLICKS_DIR / "test.parquet", max_rows=5)
+
+
+def test_tiny_bundle_loads(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.architecture == "lr"
+    assert bundle.schema.field_names[0] == "user_id"
+    assert len(bundle.schema["gender"].vocabulary) == TINY_VOCABULARY + 2
+
+
+# ---------------------------------------------------------------- bundles
+
+
+@FUZZ
+@given(data=st.data())
+def test_read_manifest_fuzzed(tmp_path_factory, lr_manifest: dict[str, Any], data: st.DataObject) -> None:
+    # The real 350 kB LR manifest, mutated at its top level and one level below.
+    folder = tmp_path_factory.getbasetemp() / "fuzz-manifest"
+    folder.mkdir(exist_ok=True)
+    shallow = {key: value if not isinstance(value, dict) else dict(value) for key, value in lr_manifest.items()}
+    shallow["schema"] = {"label": lr_manifest["schema"]["label"], "fields": list(lr_manifest["schema"]["fields"])}
+    choice = data.draw(st.sampled_from(["mutated", "bytes", "text"]))
+    if choice == "mutated":
+        content: str | bytes = dump_json(data.draw(mutated(shallow, max_mutations=2)))
+    elif choice == "bytes":
+        content = data.draw(st.binary(max_size=300))
+    else:
+        content = data.draw(mutated_text('{"format": "ctr-workbench-bundle", "format_version": 1, "architecture": "lr"}'))
+    write_bytes_or_text(folder / MANIFEST_NAME, content)
+    try:
+        manifest = read_manifest(folder)
+    except BundleError:
+        return
+    assert isinstance(manifest, dict)
+
+
+@FUZZ
+@given(data=st.data())
+def test_load_bundle_fuzzed_manifest(tiny_bundle: Path, work_dir: Path, data: st.DataObject) -> None:
+    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text(encoding="utf-8"))
+    folder = work_dir / "bundle"
+    folder.mkdir(exist_ok=True)
+    weights = tiny_bundle / "weights.safetensors"
+    if not (folder / weights.name).exists():
+        (folder / weights.name).write_bytes(weights.read_bytes())
+    # Aim most mutations at the parts load_bundle interprets: schema, hyperparameters, architecture, weights.
+    target = data.draw(st.sampled_from(["schema", "hyperparameters", "architecture", "weights", "anywhere"]))
+    if target == "anywhere":
+        manifest = data.draw(mutated(manifest))
+    else:
+        part = data.draw(mutated({target: manifest.pop(target)}))
+        manifest.update(part if isinstance(part, dict) else {target: part})
+    write_bytes_or_text(folder / MANIFEST_NAME, dump_json(manifest))
+    try:
+        bundle = load_bundle(folder)
+    except (BundleError, SchemaError):
+        return
+    assert bundle.architecture in ("lr", "LR") or bundle.architecture.lower() == "lr"
+
+
+# ---------------------------------------------------------------- schemas
+
+
+SCHEMA_BASE = {
+    "label": "click",
+    "fields": [
+        {"name": "device", "kind": "categorical", "vocabulary": ["mobile", "desktop"], "counts": [3, 2]},
+        {"name": "age", "kind": "numeric", "mean": 30.0, "std": 5.0},
+        {"name": "history", "kind": "sequence", "max_length": 4, "separator": "|", "vocabulary": ["a", "b"], "counts": [1, 1]},
+        {"name": "vector", "kind": "dense", "dim": 3},
+    ],
+    "extra": {"source": "fuzz"},
+}
+
+
+@FUZZ
+@given(spec=mutated(SCHEMA_BASE) | JUNK)
+def test_schema_from_dict_fuzzed(spec: Any) -> None:
+    try:
+        schema = Schema.from_dict(spec)
+    except SchemaError:
+        return
+    assert len(schema.fields) >= 1
+    assert all(isinstance(name, str) for name in schema.field_names)
+    for f in schema.fields:
+        assert math.isfinite(f.mean)
+        assert math.isfinite(f.std)
+        assert f.std > 0
+
+
+@FUZZ
+@given(content=mutated(SCHEMA_BASE).map(dump_json) | file_contents(dump_json(SCHEMA_BASE)))
+def test_read_schema_spec_fuzzed(work_dir: Path, content: str | bytes) -> None:
+    path = write_bytes_or_text(work_dir / "schema.json", content)
+    try:
+        read_schema_spec(path)
+    except (DataError, SchemaError):
+        return
+
+
+# ---------------------------------------------------------------- data files
+
+
+FEATURE_MAP_TEXT = "index\tfield\traw_value\n1\tdevice\tmobile\n2\tdevice\tdesktop\n3\tos\tandroid\n"
+
+
+@FUZZ
+@given(content=file_contents(FEATURE_MAP_TEXT))
+def test_read_feature_map_fuzzed(work_dir: Path, content: str | bytes) -> None:
+    path = write_bytes_or_text(work_dir / "feature_map.tsv", content)
+    try:
+        names = read_feature_map(path)
+    except DataError:
+        return
+    assert all(isinstance(index, int) for index in names)
+
+
+def _csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False)
+
+
+@FUZZ
+@given(data=st.data())
+def test_read_frame_csv_fuzzed(work_dir: Path, sample_frame: pd.DataFrame, data: st.DataObject) -> None:
+    base = _csv_text(sample_frame)
+    suffix = data.draw(st.sampled_from([".csv", ".tsv"]))
+    encoding = data.draw(st.sampled_from(["utf-8", "utf-16", "latin-1"]))
+    content = data.draw(file_contents(base if suffix == ".csv" else base.replace(",", "\t")))
+    path = write_bytes_or_text(work_dir / f"rows{suffix}", content, encoding)
+    try:
+        frame = read_frame(path)
+    except DataError:
+        return
+    assert isinstance(frame, pd.DataFrame)
+
+
+LIBFM_TEXT = "1 1:1 3:1\n0 2:1\n-1 1:1\n"
+LIBFFM_TEXT = "1 0:5:1 1:7:1\n0 0:6:1\n"
+
+
+@FUZZ
+@given(data=st.data())
+def test_read_frame_libfm_fuzzed(work_dir: Path, data: st.DataObject) -> None:
+    folder = work_dir / "libfm"
+    folder.mkdir(exist_ok=True)
+    with_map = data.draw(st.booleans())
+    content = data.draw(file_contents(LIBFM_TEXT if with_map else LIBFFM_TEXT))
+    path = write_bytes_or_text(folder / "rows.libfm", content)
+    feature_map = None
+    if with_map:
+        map_content = data.draw(st.just(FEATURE_MAP_TEXT) | file_contents(FEATURE_MAP_TEXT))
+        feature_map = write_bytes_or_text(folder / "map.tsv", map_content)
+    try:
+        frame = read_frame(path, feature_map=feature_map)
+    except DataError:
+        return
+    assert set(frame["label"]) <= {0, 1}
+
+
+@FUZZ
+@given(data=st.data())
+def test_load_dataset_fuzzed(
+    work_dir: Path, tiny_schema_dict: dict[str, Any], sample_frame: pd.DataFrame, data: st.DataObject
+) -> None:
+    schema = Schema.from_dict(tiny_schema_dict)
+    frame = sample_frame.astype(str)
+    cells = st.sampled_from(["", "nan", "inf", "-1e999", "1e999", "<OOV>", "\x00", "a|b||", "mobile"]) | st.text(max_size=8)
+    for _ in range(data.draw(st.integers(0, 6))):
+        row = data.draw(st.integers(0, len(frame) - 1))
+        column = data.draw(st.sampled_from(list(frame.columns)))
+        frame.loc[row, column] = data.draw(cells)
+    if data.draw(st.booleans()):
+        frame = frame.drop(columns=data.draw(st.sampled_from(list(frame.columns))))
+    text = _csv_text(frame)
+    content = data.draw(st.just(text) | mutated_text(text))
+    path = write_bytes_or_text(work_dir / "dataset.csv", content)
+    try:
+        dataset = load_dataset(path, schema)
+    except (DataError, SchemaError):
+        return
+    assert set(np.unique(dataset.labels)) <= {0.0, 1.0}
+    assert len(dataset) == len(dataset.raw)
+
+
+# ---------------------------------------------------------------- cohorts
+
+
+COHORT_BASE = Cohort(
+    name="mobile clickers",
+    values={"device": ("mobile",)},
+    ranges={"user_age": (18.0, 40.0)},
+    score_range=(0.1, 0.9),
+    label=1,
+    correct=True,
+    threshold=0.4,
+    oov="with",
+    oov_fields=("device",),
+    frequency_field="site",
+    frequency_buckets=("head", "tail"),
+).to_dict()
+
+
+@FUZZ
+@given(spec=mutated(COHORT_BASE) | JUNK)
+def test_cohort_from_dict_fuzzed(spec: Any) -> None:
+    try:
+        cohort = Cohort.from_dict(spec)
+    except CohortError:
+        return
+    assert isinstance(cohort.name, str)
+    assert Cohort.from_dict(cohort.to_dict()) == cohort
+
+
+@FUZZ
+@given(data=st.data())
+@example(data=None)
+def test_parse_cohort_fuzzed(work_dir: Path, data: st.DataObject | None) -> None:
+    if data is None:
+        text = "[" * 100_000 + "]" * 100_000
+    else:
+        choice = data.draw(st.sampled_from(["json", "list", "file", "text"]))
+        if choice == "json":
+            text = dump_json(data.draw(mutated(COHORT_BASE)))
+        elif choice == "list":
+            text = dump_json(data.draw(mutated([COHORT_BASE, {**COHORT_BASE, "name": "other"}])))
+        elif choice == "file":
+            content = data.draw(mutated([COHORT_BASE]).map(dump_json) | file_contents(dump_json([COHORT_BASE])))
+            path = write_bytes_or_text(work_dir / "cohorts.json", content)
+            text = str(path) + data.draw(st.sampled_from(["", "#mobile clickers", "#", "#missing"]))
+        else:
+            text = data.draw(st.text(max_size=300) | st.just("x" * 5000) | st.just("a\x00b"))
+    try:
+        cohort = parse_cohort(text)
+    except CohortError:
+        return
+    assert isinstance(cohort, Cohort)
+
+
+@FUZZ
+@given(text=mutated([COHORT_BASE, {**COHORT_BASE, "name": "other"}]).map(dump_json) | st.text(max_size=100))
+def test_load_cohorts_fuzzed(text: str) -> None:
+    try:
+        cohorts = load_cohorts(text)
+    except CohortError:
+        return
+    assert len({cohort.name for cohort in cohorts}) == len(cohorts)
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _section_dicts() -> list[dict[str, Any]]:
+    figure = go.Figure(go.Bar(x=["a", "b"], y=np.array([1.0, 2.0])))
+    table = pd.DataFrame({"field": ["a", "b"], "value": [1.0, np.nan], "count": [3, 4]})
+    with_figure = ReportSection("Importance", figure=figure, provenance={"seed": 0}, tables={"values": table}, text="Two bars")
+    tables_only = ReportSection(
+        "Tables only",
+        provenance={"model": "lr", "rows": [1, 2]},
+        tables={"indexed": table.set_index("field")},
+        key="tables-only",
+    )
+    return [with_figure.to_dict(), tables_only.to_dict()]
+
+
+SECTION_BASES = _section_dicts()
+
+
+@FUZZ
+@given(data=st.data())
+def test_report_section_from_dict_fuzzed(data: st.DataObject) -> None:
+    # Most examples use the section without a figure, because rebuilding a plotly figure takes milliseconds.
+    base = SECTION_BASES[data.draw(st.sampled_from([0, 1, 1, 1]))]
+    spec = data.draw(mutated(base) | JUNK)
+    try:
+        section = ReportSection.from_dict(spec)
+    except ReportError:
+        return
+    assert isinstance(section.key, str)
+
+
+def _table_spec(columns: Any, dtypes: Any, data: Any, index: Any) -> dict[str, Any]:
+    """The tables-only section with its table replaced by the given parts."""
+    spec = copy.deepcopy(SECTION_BASES[1])
+    spec["tables"] = {"broken": {"columns": columns, "dtypes": dtypes, "data": data, "index": index}}
+    return spec
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _table_spec(["a"], ["int64"], [[10**30]], {"range": [0, 1, 1]}),
+        _table_spec(["a"], ["int64"], [[1]], {"range": [0, 10**30, 1]}),
+        _table_spec(["a"], [None], [[1]], {"range": [0, 1, 1]}),
+        _table_spec(["a"], ["int64"], None, {"range": [0, 1, 1]}),
+        _table_spec(["a"], ["datetime64[zz]"], [["2020"]], {"range": [0, 1, 1]}),
+        _table_spec(["a"], ["int64"], [[1]], {"range": [0, 1, 0]}),
+        _table_spec(["a"], ["int64"], [[1]], ["range"]),
+        _table_spec([["a"]], ["int64"], [[1]], {"range": [0, 1, 1]}),
+    ],
+    ids=["huge-cell", "huge-range", "dtype-null", "data-null", "bad-unit", "zero-step", "index-list", "list-column"],
+)
+def test_report_section_broken_table(spec: dict[str, Any]) -> None:
+    with pytest.raises(ReportError, match="table tables-only/broken in the stored section is malformed"):
+        ReportSection.from_dict(spec)
+
+
+@FUZZ
+@given(spec=mutated({"title": "Report", "sections": [SECTION_BASES[1]]}, max_mutations=4) | JUNK)
+def test_report_from_dict_fuzzed(spec: Any) -> None:
+    try:
+        report = Report.from_dict(spec)
+    except ReportError:
+        return
+    assert isinstance(report.title, str)
