@@ -193,12 +193,25 @@ def read_feature_map(path: str | Path) -> dict[int, tuple[str, str]]:
     if not path.is_file():
         msg = f"feature map not found: {str(path)!r}"
         raise DataError(msg)
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        msg = f"could not read the feature map {str(path)!r} as UTF-8 TSV with the columns index, field, raw_value: {err}"
+        raise DataError(msg) from err
     needed = {"index", "field", "raw_value"}
     if not needed.issubset(table.columns):
         msg = f"feature map {str(path)!r} needs the columns index, field, raw_value; found {list(table.columns)}"
         raise DataError(msg)
-    return {int(i): (f, v) for i, f, v in zip(table["index"], table["field"], table["raw_value"], strict=True)}
+    names = {}
+    for row, (index, field_name, raw_value) in enumerate(
+        zip(table["index"], table["field"], table["raw_value"], strict=True), start=2
+    ):
+        try:
+            names[int(index)] = (field_name, raw_value)
+        except ValueError:
+            msg = f"feature map {str(path)!r} line {row}: index {index!r} is not a whole number; fix or remove the line"
+            raise DataError(msg) from None
+    return names
 
 
 def read_libfm(
@@ -308,8 +321,11 @@ def read_schema_spec(path: str | Path) -> Schema:
     except FileNotFoundError:
         msg = f"schema file not found: {str(path)!r}"
         raise DataError(msg) from None
-    except json.JSONDecodeError as err:
-        msg = f"schema file {str(path)!r} is not valid JSON: {err}"
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        msg = f"schema file {str(path)!r} is not valid JSON (UTF-8 text): {err}"
+        raise DataError(msg) from err
+    except OSError as err:
+        msg = f"could not read the schema file {str(path)!r}: {err}"
         raise DataError(msg) from err
     return Schema.from_dict(spec)
 
