@@ -56,3 +56,24 @@ def test_serve_stops_with_its_process(tmp_path):
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("options", "address", "upload_mb"),
+    [([], "127.0.0.1", "10"), (["--address", "0.0.0.0", "--max-upload-mb", "3"], "0.0.0.0", "3")],
+)
+def test_serve_passes_address_and_upload_limit(monkeypatch, options, address, upload_mb):
+    from workbench import cli
+
+    started = {}
+
+    def fake_execve(path, argv, env):
+        started["argv"] = argv
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--port", "8999", *options])
+    argv = started["argv"]
+    assert argv[argv.index("--server.address") + 1] == address
+    assert argv[argv.index("--server.maxUploadSize") + 1] == upload_mb

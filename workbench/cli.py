@@ -422,7 +422,17 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
     )
     serve.add_argument("--port", type=_positive_int, default=8501, help="TCP port (default: 8501)")
-    serve.add_argument("--address", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help=(
+            "address to listen on (default: 127.0.0.1, this machine only). Another address exposes the app, "
+            "which has no login, to the network: see docs/security.md"
+        ),
+    )
+    serve.add_argument(
+        "--max-upload-mb", type=_positive_int, default=10, help="largest uploaded file in MB (default: 10)"
+    )
     serve.add_argument("--models", type=Path, help="folder of bundles to list (default: models/ of the repository)")
     serve.add_argument("--data", type=Path, help="folder of data files to list (default: sample_data/ of the repository)")
     serve.set_defaults(handler=run_serve)
@@ -898,6 +908,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", args.address, "--server.port", str(args.port),
         "--browser.gatherUsageStats", "false",
+        "--server.maxUploadSize", str(args.max_upload_mb),
     ]
     print(f"CTR Workbench on http://{args.address}:{args.port}", file=sys.stderr)
     sys.stderr.flush()
