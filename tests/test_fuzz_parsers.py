@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from workbench.bundle import MANIFEST_NAME, BundleError, load_bundle, read_manifest, save_bundle
@@ -49,7 +50,7 @@ TINY_VOCABULARY = 3
 # ---------------------------------------------------------------- strategies
 
 SPECIAL_NUMBERS = st.sampled_from(
-    [0, -1, 1, 2, 10**6, 10**30, -(10**30), 2**63, 0.5, -0.0, 1e308, -1e308, math.nan, math.inf, -math.inf]
+    [0, -1, 1, 2, 10**6, 10**30, -(10**30), 2**63, 10**400, 0.5, -0.0, 1e308, -1e308, math.nan, math.inf, -math.inf]
 )
 SCALARS = (
     st.none()
@@ -137,8 +138,23 @@ def dump_json(value: Any) -> str:
 
 
 def file_contents(base_text: str) -> st.SearchStrategy[str | bytes]:
-    """Mutated versions of ``base_text`` plus arbitrary text and bytes."""
-    return mutated_text(base_text) | st.text(max_size=200) | st.binary(max_size=200)
+    """Mutated versions of ``base_text`` (half of the examples) plus arbitrary text and bytes."""
+    return st.one_of(mutated_text(base_text), mutated_text(base_text), st.text(max_size=200), st.binary(max_size=200))
+
+
+def parse_or_reject(parse: Callable[[], Any], errors: type[Exception] | tuple[type[Exception], ...]) -> Any:
+    """Return ``parse()``, or None when it raises one of ``errors``; any other exception propagates.
+
+    Each outcome is recorded as a hypothesis event, so ``pytest --hypothesis-show-statistics`` shows how many
+    examples got past the parser's checks.
+    """
+    try:
+        result = parse()
+    except errors as err:
+        event(f"rejected with {type(err).__name__}")
+        return None
+    event("parsed")
+    return result
 
 
 # ---------------------------------------------------------------- fixtures
@@ -217,9 +233,8 @@ def test_read_manifest_fuzzed(tmp_path_factory, lr_manifest: dict[str, Any], dat
     else:
         content = data.draw(mutated_text('{"format": "ctr-workbench-bundle", "format_version": 1, "architecture": "lr"}'))
     write_bytes_or_text(folder / MANIFEST_NAME, content)
-    try:
-        manifest = read_manifest(folder)
-    except BundleError:
+    manifest = parse_or_reject(lambda: read_manifest(folder), BundleError)
+    if manifest is None:
         return
     assert isinstance(manifest, dict)
 
@@ -241,9 +256,8 @@ def test_load_bundle_fuzzed_manifest(tiny_bundle: Path, work_dir: Path, data: st
         part = data.draw(mutated({target: manifest.pop(target)}))
         manifest.update(part if isinstance(part, dict) else {target: part})
     write_bytes_or_text(folder / MANIFEST_NAME, dump_json(manifest))
-    try:
-        bundle = load_bundle(folder)
-    except (BundleError, SchemaError):
+    bundle = parse_or_reject(lambda: load_bundle(folder), (BundleError, SchemaError))
+    if bundle is None:
         return
     assert bundle.architecture in ("lr", "LR") or bundle.architecture.lower() == "lr"
 
@@ -266,9 +280,8 @@ SCHEMA_BASE = {
 @FUZZ
 @given(spec=mutated(SCHEMA_BASE) | JUNK)
 def test_schema_from_dict_fuzzed(spec: Any) -> None:
-    try:
-        schema = Schema.from_dict(spec)
-    except SchemaError:
+    schema = parse_or_reject(lambda: Schema.from_dict(spec), SchemaError)
+    if schema is None:
         return
     assert len(schema.fields) >= 1
     assert all(isinstance(name, str) for name in schema.field_names)
@@ -282,10 +295,7 @@ def test_schema_from_dict_fuzzed(spec: Any) -> None:
 @given(content=mutated(SCHEMA_BASE).map(dump_json) | file_contents(dump_json(SCHEMA_BASE)))
 def test_read_schema_spec_fuzzed(work_dir: Path, content: str | bytes) -> None:
     path = write_bytes_or_text(work_dir / "schema.json", content)
-    try:
-        read_schema_spec(path)
-    except (DataError, SchemaError):
-        return
+    parse_or_reject(lambda: read_schema_spec(path), (DataError, SchemaError))
 
 
 # ---------------------------------------------------------------- data files
@@ -298,9 +308,8 @@ FEATURE_MAP_TEXT = "index\tfield\traw_value\n1\tdevice\tmobile\n2\tdevice\tdeskt
 @given(content=file_contents(FEATURE_MAP_TEXT))
 def test_read_feature_map_fuzzed(work_dir: Path, content: str | bytes) -> None:
     path = write_bytes_or_text(work_dir / "feature_map.tsv", content)
-    try:
-        names = read_feature_map(path)
-    except DataError:
+    names = parse_or_reject(lambda: read_feature_map(path), DataError)
+    if names is None:
         return
     assert all(isinstance(index, int) for index in names)
 
@@ -317,15 +326,28 @@ def test_read_frame_csv_fuzzed(work_dir: Path, sample_frame: pd.DataFrame, data:
     encoding = data.draw(st.sampled_from(["utf-8", "utf-16", "latin-1"]))
     content = data.draw(file_contents(base if suffix == ".csv" else base.replace(",", "\t")))
     path = write_bytes_or_text(work_dir / f"rows{suffix}", content, encoding)
-    try:
-        frame = read_frame(path)
-    except DataError:
+    frame = parse_or_reject(lambda: read_frame(path), DataError)
+    if frame is None:
         return
     assert isinstance(frame, pd.DataFrame)
 
 
 LIBFM_TEXT = "1 1:1 3:1\n0 2:1\n-1 1:1\n"
 LIBFFM_TEXT = "1 0:5:1 1:7:1\n0 0:6:1\n"
+LIBFM_NUMBERS = st.sampled_from(["0", "1", "2", "3", "-1", "1.0", "+1", "nan", "inf", "1e999", "", "x", "9" * 30]) | st.integers().map(str)
+
+
+@st.composite
+def libfm_lines(draw: Callable[[Any], Any]) -> str:
+    """libfm or libffm rows built from plausible and broken labels, indices and values."""
+    lines = []
+    for _ in range(draw(st.integers(1, 4))):
+        tokens = [draw(LIBFM_NUMBERS)]
+        for _ in range(draw(st.integers(0, 3))):
+            parts = draw(st.lists(LIBFM_NUMBERS, min_size=1, max_size=4))
+            tokens.append(":".join(parts))
+        lines.append(draw(st.sampled_from([" ", "\t", "  "])).join(tokens))
+    return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\r\n"]))
 
 
 @FUZZ
@@ -334,15 +356,14 @@ def test_read_frame_libfm_fuzzed(work_dir: Path, data: st.DataObject) -> None:
     folder = work_dir / "libfm"
     folder.mkdir(exist_ok=True)
     with_map = data.draw(st.booleans())
-    content = data.draw(file_contents(LIBFM_TEXT if with_map else LIBFFM_TEXT))
+    content = data.draw(libfm_lines() | file_contents(LIBFM_TEXT if with_map else LIBFFM_TEXT))
     path = write_bytes_or_text(folder / "rows.libfm", content)
     feature_map = None
     if with_map:
         map_content = data.draw(st.just(FEATURE_MAP_TEXT) | file_contents(FEATURE_MAP_TEXT))
         feature_map = write_bytes_or_text(folder / "map.tsv", map_content)
-    try:
-        frame = read_frame(path, feature_map=feature_map)
-    except DataError:
+    frame = parse_or_reject(lambda: read_frame(path, feature_map=feature_map), DataError)
+    if frame is None:
         return
     assert set(frame["label"]) <= {0, 1}
 
@@ -364,9 +385,8 @@ def test_load_dataset_fuzzed(
     text = _csv_text(frame)
     content = data.draw(st.just(text) | mutated_text(text))
     path = write_bytes_or_text(work_dir / "dataset.csv", content)
-    try:
-        dataset = load_dataset(path, schema)
-    except (DataError, SchemaError):
+    dataset = parse_or_reject(lambda: load_dataset(path, schema), (DataError, SchemaError))
+    if dataset is None:
         return
     assert set(np.unique(dataset.labels)) <= {0.0, 1.0}
     assert len(dataset) == len(dataset.raw)
@@ -391,11 +411,10 @@ COHORT_BASE = Cohort(
 
 
 @FUZZ
-@given(spec=mutated(COHORT_BASE) | JUNK)
+@given(spec=st.one_of(mutated(COHORT_BASE, max_mutations=1), mutated(COHORT_BASE), JUNK))
 def test_cohort_from_dict_fuzzed(spec: Any) -> None:
-    try:
-        cohort = Cohort.from_dict(spec)
-    except CohortError:
+    cohort = parse_or_reject(lambda: Cohort.from_dict(spec), CohortError)
+    if cohort is None:
         return
     assert isinstance(cohort.name, str)
     assert Cohort.from_dict(cohort.to_dict()) == cohort
@@ -419,9 +438,8 @@ def test_parse_cohort_fuzzed(work_dir: Path, data: st.DataObject | None) -> None
             text = str(path) + data.draw(st.sampled_from(["", "#mobile clickers", "#", "#missing"]))
         else:
             text = data.draw(st.text(max_size=300) | st.just("x" * 5000) | st.just("a\x00b"))
-    try:
-        cohort = parse_cohort(text)
-    except CohortError:
+    cohort = parse_or_reject(lambda: parse_cohort(text), CohortError)
+    if cohort is None:
         return
     assert isinstance(cohort, Cohort)
 
@@ -429,9 +447,8 @@ def test_parse_cohort_fuzzed(work_dir: Path, data: st.DataObject | None) -> None
 @FUZZ
 @given(text=mutated([COHORT_BASE, {**COHORT_BASE, "name": "other"}]).map(dump_json) | st.text(max_size=100))
 def test_load_cohorts_fuzzed(text: str) -> None:
-    try:
-        cohorts = load_cohorts(text)
-    except CohortError:
+    cohorts = parse_or_reject(lambda: load_cohorts(text), CohortError)
+    if cohorts is None:
         return
     assert len({cohort.name for cohort in cohorts}) == len(cohorts)
 
@@ -461,9 +478,8 @@ def test_report_section_from_dict_fuzzed(data: st.DataObject) -> None:
     # Most examples use the section without a figure, because rebuilding a plotly figure takes milliseconds.
     base = SECTION_BASES[data.draw(st.sampled_from([0, 1, 1, 1]))]
     spec = data.draw(mutated(base) | JUNK)
-    try:
-        section = ReportSection.from_dict(spec)
-    except ReportError:
+    section = parse_or_reject(lambda: ReportSection.from_dict(spec), ReportError)
+    if section is None:
         return
     assert isinstance(section.key, str)
 
@@ -497,8 +513,114 @@ def test_report_section_broken_table(spec: dict[str, Any]) -> None:
 @FUZZ
 @given(spec=mutated({"title": "Report", "sections": [SECTION_BASES[1]]}, max_mutations=4) | JUNK)
 def test_report_from_dict_fuzzed(spec: Any) -> None:
-    try:
-        report = Report.from_dict(spec)
-    except ReportError:
+    report = parse_or_reject(lambda: Report.from_dict(spec), ReportError)
+    if report is None:
         return
     assert isinstance(report.title, str)
+
+
+# ---------------------------------------------------------------- inputs the fuzz tests found
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_length": "four"}, "'max_length' 'four'; it must be a whole number"),
+        ({"max_length": math.inf}, "'max_length' inf; it must be a whole number"),
+        ({"name": ["history"]}, "field names must be non-empty strings"),
+        ({"kind": ["sequence"]}, "unknown kind"),
+        ({"vocabulary": None}, "invalid 'vocabulary': it must be a list of strings"),
+        ({"counts": ["1", "1"]}, "invalid 'counts'"),
+        ({"std": math.nan}, "'std' nan; it must be a finite number"),
+        ({"std": 0}, "the standard deviation must be a finite number above 0"),
+        ({"std": 10**400}, "'std' 1000000000"),
+        ({"dim": 2.5}, "'dim' 2.5; it must be a whole number"),
+        ({"separator": ""}, "it must be a non-empty string"),
+    ],
+)
+def test_schema_field_wrong_type_rejected(change: dict[str, Any], message: str) -> None:
+    spec = copy.deepcopy(SCHEMA_BASE)
+    spec["fields"][2].update(change)
+    if "std" in change:
+        spec["fields"][1].update(change)
+    with pytest.raises(SchemaError, match=re.escape(message)):
+        Schema.from_dict(spec)
+
+
+def test_schema_vocabulary_numbers_read_as_text() -> None:
+    spec = copy.deepcopy(SCHEMA_BASE)
+    spec["fields"][0]["vocabulary"] = [1, 2.5]
+    schema = Schema.from_dict(spec)
+    assert schema["device"].vocabulary.values == ["1", "2.5"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("architecture", None, "has architecture None; it must be the name of a native architecture"),
+        ("weights", [], "has a 'weights' entry of type list; it must be a JSON object"),
+        ("hyperparameters", None, "has a 'hyperparameters' entry of type NoneType"),
+        ("schema", "click", "has a 'schema' entry of type str"),
+    ],
+)
+def test_manifest_wrong_type_rejected(tiny_bundle: Path, work_dir: Path, key: str, value: Any, message: str) -> None:
+    folder = work_dir / f"manifest-{key}"
+    folder.mkdir()
+    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest[key] = value
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match=re.escape(message)):
+        read_manifest(folder)
+
+
+def test_manifest_schema_without_vocabulary_rejected(tiny_bundle: Path, work_dir: Path) -> None:
+    folder = work_dir / "manifest-unfitted"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes((tiny_bundle / "weights.safetensors").read_bytes())
+    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text(encoding="utf-8"))
+    del manifest["schema"]["fields"][0]["vocabulary"]
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match="cannot rebuild the model .*: the schema has no vocabulary for the field[(]s[)] user_id$"):
+        load_bundle(folder)
+
+
+def test_manifest_deep_nesting_rejected(work_dir: Path) -> None:
+    folder = work_dir / "manifest-nested"
+    folder.mkdir()
+    (folder / MANIFEST_NAME).write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(BundleError, match="is not valid JSON"):
+        read_manifest(folder)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("name", None, "cohort key 'name' must be a string; got None"),
+        ("name", [], "cohort key 'name' must be a string; got []"),
+        ("oov", ["with"], "cohort key 'oov' must be a string"),
+        ("frequency_field", ["site"], "cohort key 'frequency_field' must be a field name or null"),
+        ("oov_fields", "device", "cohort key 'oov_fields' must be a list of strings; got 'device'"),
+        ("frequency_buckets", [{"head": 1}], "cohort key 'frequency_buckets' must be a list of strings"),
+    ],
+)
+def test_cohort_wrong_type_rejected(key: str, value: Any, message: str) -> None:
+    with pytest.raises(CohortError, match=re.escape(message)):
+        Cohort.from_dict({**COHORT_BASE, key: value})
+
+
+@pytest.mark.parametrize("text", ["a\x00b", "x" * 5000, "x" * 5000 + "#name"], ids=["nul-byte", "long-name", "long-name-hash"])
+def test_parse_cohort_impossible_path_rejected(text: str) -> None:
+    with pytest.raises(CohortError, match="is neither JSON text nor an existing JSON file"):
+        parse_cohort(text)
+
+
+def test_parse_cohort_latin1_file_rejected(work_dir: Path) -> None:
+    path = work_dir / "latin1-cohorts.json"
+    path.write_bytes(json.dumps([{**COHORT_BASE, "name": "Köln"}], ensure_ascii=False).encode("latin-1"))
+    with pytest.raises(CohortError, match="could not read the cohort file .* as UTF-8 text"):
+        parse_cohort(str(path))
+
+
+def test_report_sections_not_list_rejected() -> None:
+    with pytest.raises(ReportError, match="a list of 'sections'"):
+        Report.from_dict({"title": "Report", "sections": None})

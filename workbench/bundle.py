@@ -222,6 +222,10 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(msg)
     try:
         schema = Schema.from_dict(manifest["schema"])
+        unfitted = [f.name for f in schema.fields if f.kind in ("categorical", "sequence") and f.vocabulary is None]
+        if unfitted:
+            msg = f"the schema has no vocabulary for the field(s) {', '.join(unfitted)}"
+            raise BundleError(msg)
         model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
     except (SchemaError, ValueError, TypeError, OverflowError, RuntimeError) as err:
         # RuntimeError: torch rejects impossible layer sizes, such as a hyper-parameter of 10**30 units.

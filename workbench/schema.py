@@ -18,6 +18,7 @@ be shown next to its attributions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -203,19 +204,25 @@ class Field:
 def _spec_int(spec: dict[str, Any], key: str) -> int:
     """Return a whole-number entry of a field spec (0 when absent); floats such as 4.0 are accepted."""
     value = spec.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or int(value) != value:
-        msg = f"field {spec['name']!r} has {key!r} {value!r}; it must be a whole number"
-        raise SchemaError(msg)
-    return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    msg = f"field {spec['name']!r} has {key!r} {value!r}; it must be a whole number"
+    raise SchemaError(msg)
 
 
 def _spec_float(spec: dict[str, Any], key: str, default: float) -> float:
     """Return a finite number entry of a field spec (``default`` when absent)."""
     value = spec.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(float(value)):
-        msg = f"field {spec['name']!r} has {key!r} {value!r}; it must be a finite number"
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
+        msg = f"field {spec['name']!r} has {key!r} {str(value)[:40]}; it must be a finite number"
         raise SchemaError(msg)
-    return float(value)
+    return number
 
 
 def _spec_strings(spec: dict[str, Any], key: str) -> list[str]:
