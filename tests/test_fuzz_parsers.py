@@ -1,11 +1,13 @@
 """Property-based fuzz tests: every file and spec parser either parses its input or raises the project's error.
 
-Each test starts from a valid input (a real bundle manifest, schema, feature map,
-data file, cohort or report section), mutates it with hypothesis (keys dropped,
-values replaced by wrong types, huge, negative or non-finite numbers, unicode and
-nested junk) or replaces it by random bytes, and feeds it to the parser. The only
-exceptions allowed are the parser's own error types; any other exception fails
-the test with the input that caused it.
+Each test starts from a valid input: a real bundle manifest, schema, feature map,
+data file, cohort or report section. Hypothesis mutates it (keys dropped, values
+replaced by wrong types, huge, negative or non-finite numbers, unicode and nested
+junk) or replaces it by random bytes, and the test feeds it to the parser. The
+only exceptions allowed are the parser's own error types. Any other exception
+fails the test with the input that caused it.
+
+The runs are derandomized, so every run checks the same inputs.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 )
 TINY_VOCABULARY = 3
-"""Values kept per vocabulary of the LR schema, so that each example builds a model in about a millisecond."""
+"""Values kept per vocabulary of the LR schema, so that rebuilding the model for each example stays cheap."""
 
 
 # ---------------------------------------------------------------- strategies
@@ -124,7 +126,7 @@ def mutated_text(draw: Callable[[Any], Any], text: str) -> str:
 
 
 def write_bytes_or_text(path: Path, content: str | bytes, encoding: str = "utf-8") -> Path:
-    """Write ``content`` to ``path``; text that cannot be encoded (lone surrogates) is written with replacement."""
+    """Write ``content`` to ``path``. UTF-8 keeps lone surrogates as bytes, other encodings replace what they cannot encode."""
     if isinstance(content, bytes):
         path.write_bytes(content)
     else:
@@ -133,7 +135,7 @@ def write_bytes_or_text(path: Path, content: str | bytes, encoding: str = "utf-8
 
 
 def dump_json(value: Any) -> str:
-    """JSON text of ``value``; NaN and infinities are written as Python's json writes them."""
+    """JSON text of ``value``, with NaN and infinities written as Python's ``json`` module writes them."""
     return json.dumps(value, allow_nan=True)
 
 
@@ -143,7 +145,7 @@ def file_contents(base_text: str) -> st.SearchStrategy[str | bytes]:
 
 
 def parse_or_reject(parse: Callable[[], Any], errors: type[Exception] | tuple[type[Exception], ...]) -> Any:
-    """Return ``parse()``, or None when it raises one of ``errors``; any other exception propagates.
+    """Return ``parse()``, or None when it raises one of ``errors``. Any other exception propagates.
 
     Each outcome is recorded as a hypothesis event, so ``pytest --hypothesis-show-statistics`` shows how many
     examples got past the parser's checks.
@@ -584,6 +586,18 @@ def test_manifest_schema_without_vocabulary_rejected(tiny_bundle: Path, work_dir
         load_bundle(folder)
 
 
+def test_manifest_layer_size_overflow_rejected(tiny_bundle: Path, work_dir: Path) -> None:
+    folder = work_dir / "manifest-overflow"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes((tiny_bundle / "weights.safetensors").read_bytes())
+    manifest = json.loads((tiny_bundle / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["architecture"] = "dnn"
+    manifest["hyperparameters"] = {"embedding_dim": 2**62}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(BundleError, match="cannot rebuild the model described in .*overflowed"):
+        load_bundle(folder)
+
+
 def test_manifest_deep_nesting_rejected(work_dir: Path) -> None:
     folder = work_dir / "manifest-nested"
     folder.mkdir()
@@ -606,6 +620,11 @@ def test_manifest_deep_nesting_rejected(work_dir: Path) -> None:
 def test_cohort_wrong_type_rejected(key: str, value: Any, message: str) -> None:
     with pytest.raises(CohortError, match=re.escape(message)):
         Cohort.from_dict({**COHORT_BASE, key: value})
+
+
+def test_cohort_huge_bound_rejected() -> None:
+    with pytest.raises(CohortError, match="invalid cohort 'mobile clickers': int too large to convert to float"):
+        Cohort.from_dict({**COHORT_BASE, "ranges": {"user_age": [0, 10**400]}})
 
 
 @pytest.mark.parametrize("text", ["a\x00b", "x" * 5000, "x" * 5000 + "#name"], ids=["nul-byte", "long-name", "long-name-hash"])

@@ -228,7 +228,7 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(msg)
         model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
     except (SchemaError, ValueError, TypeError, OverflowError, RuntimeError) as err:
-        # RuntimeError: torch rejects impossible layer sizes, such as a hyper-parameter of 10**30 units.
+        # torch raises RuntimeError when a layer size overflows, such as embedding_dim 2**62 for a DNN.
         msg = f"cannot rebuild the model described in {str(path / MANIFEST_NAME)!r}: {err}"
         raise BundleError(msg) from err
     try:

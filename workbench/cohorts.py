@@ -192,7 +192,8 @@ class Cohort:
             raise CohortError(msg)
         try:
             return cls(**_typed_spec(spec))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
+            # OverflowError: float() of an integer beyond the float range, such as 10**400 in a range.
             if isinstance(err, CohortError):
                 raise
             msg = f"invalid cohort {spec.get('name', ALL_ROWS)!r}: {err}"
@@ -200,8 +201,9 @@ class Cohort:
 
 
 def _typed_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the JSON types of a cohort spec before the dataclass sees them."""
+    """Check the JSON types of a cohort spec before the dataclass converts them."""
     out = dict(spec)
+
     for key in ("name", "oov"):
         if key in out and not isinstance(out[key], str):
             msg = f"cohort key {key!r} must be a string; got {out[key]!r}"
@@ -209,11 +211,13 @@ def _typed_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     if out.get("frequency_field") is not None and not isinstance(out["frequency_field"], str):
         msg = f"cohort key 'frequency_field' must be a field name or null; got {out['frequency_field']!r}"
         raise CohortError(msg)
+
     for key in ("oov_fields", "frequency_buckets"):
         items = out.get(key, [])
         if not isinstance(items, (list, tuple)) or not all(isinstance(item, str) for item in items):
             msg = f"cohort key {key!r} must be a list of strings; got {out[key]!r}"
             raise CohortError(msg)
+
     for key in ("values", "ranges"):
         if key in out and not isinstance(out[key], Mapping):
             msg = f"cohort key {key!r} must be an object of field name to {'values' if key == 'values' else '[low, high]'}"

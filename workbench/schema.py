@@ -202,7 +202,7 @@ class Field:
 
 
 def _spec_int(spec: dict[str, Any], key: str) -> int:
-    """Return a whole-number entry of a field spec (0 when absent); floats such as 4.0 are accepted."""
+    """Return a whole-number entry of a field spec, or 0 when it is absent. Floats such as 4.0 are accepted."""
     value = spec.get(key, 0)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
@@ -226,7 +226,7 @@ def _spec_float(spec: dict[str, Any], key: str, default: float) -> float:
 
 
 def _spec_strings(spec: dict[str, Any], key: str) -> list[str]:
-    """Return a list entry of a field spec as strings; numbers are accepted and converted, as CSV cells are text."""
+    """Return a list entry of a field spec as strings. Numbers are accepted and converted, because CSV cells are text."""
     values = spec[key]
     valid = isinstance(values, list) and all(
         isinstance(value, (str, int, float)) and not isinstance(value, bool) for value in values
