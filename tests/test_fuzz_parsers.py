@@ -13,6 +13,7 @@ The runs are derandomized, so every run checks the same inputs.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import math
 import re
@@ -334,6 +335,28 @@ def test_read_frame_csv_fuzzed(work_dir: Path, sample_frame: pd.DataFrame, data:
     assert isinstance(frame, pd.DataFrame)
 
 
+@FUZZ
+@given(data=st.data())
+def test_read_frame_gzip_fuzzed(work_dir: Path, sample_frame: pd.DataFrame, data: st.DataObject) -> None:
+    # Gzip files cut short or with flipped bytes, as an interrupted download leaves them.
+    suffix = data.draw(st.sampled_from([".csv.gz", ".tsv.gz", ".libfm.gz"]))
+    base = LIBFFM_TEXT if suffix == ".libfm.gz" else _csv_text(sample_frame)
+    text = data.draw(st.just(base) | mutated_text(base))
+    compressed = bytearray(gzip.compress(text.encode("utf-8", errors="surrogatepass"), mtime=0))
+    damage = data.draw(st.sampled_from(["none", "cut", "flip"]))
+    if damage == "cut":
+        compressed = compressed[: data.draw(st.integers(0, len(compressed) - 1))]
+    elif damage == "flip":
+        for _ in range(data.draw(st.integers(1, 3))):
+            position = data.draw(st.integers(0, len(compressed) - 1))
+            compressed[position] ^= data.draw(st.integers(1, 255))
+    path = write_bytes_or_text(work_dir / f"rows{suffix}", bytes(compressed))
+    frame = parse_or_reject(lambda: read_frame(path), DataError)
+    if frame is None:
+        return
+    assert isinstance(frame, pd.DataFrame)
+
+
 LIBFM_TEXT = "1 1:1 3:1\n0 2:1\n-1 1:1\n"
 LIBFFM_TEXT = "1 0:5:1 1:7:1\n0 0:6:1\n"
 LIBFM_NUMBERS = st.sampled_from(["0", "1", "2", "3", "-1", "1.0", "+1", "nan", "inf", "1e999", "", "x", "9" * 30]) | st.integers().map(str)
@@ -643,3 +666,13 @@ def test_parse_cohort_latin1_file_rejected(work_dir: Path) -> None:
 def test_report_sections_not_list_rejected() -> None:
     with pytest.raises(ReportError, match="a list of 'sections'"):
         Report.from_dict({"title": "Report", "sections": None})
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".libfm.gz"])
+@pytest.mark.parametrize("keep", [6, 30], ids=["cut-in-header", "cut-in-data"])
+def test_read_frame_truncated_gzip_rejected(work_dir: Path, suffix: str, keep: int) -> None:
+    text = "device,label\n" + "mobile,1\n" * 500 if suffix == ".csv.gz" else LIBFFM_TEXT * 200
+    path = work_dir / f"truncated-{keep}{suffix}"
+    path.write_bytes(gzip.compress(text.encode("utf-8"))[:keep])
+    with pytest.raises(DataError, match="could not read .*: Compressed file ended before the end-of-stream marker"):
+        read_frame(path)

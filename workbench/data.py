@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,8 @@ def read_frame(
             frame = read_libfm(path, feature_map=feature_map, max_rows=max_rows)
     except UnicodeDecodeError as err:
         raise DataError(_not_utf8_message(path)) from err
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zlib.error) as err:
+        # EOFError and zlib.error: a .gz file that is cut short or corrupt.
         if isinstance(err, DataError):
             raise
         msg = f"could not read {str(path)!r} as {kind}: {err}"
@@ -144,7 +146,7 @@ def _check_text(path: Path, kind: str) -> None:
     try:
         with opener(path, "rb") as handle:
             head = handle.read(4)
-    except OSError as err:
+    except (OSError, EOFError, zlib.error) as err:
         msg = f"could not read {str(path)!r} as {kind}: {err}"
         raise DataError(msg) from err
     if not head:
@@ -158,16 +160,20 @@ def _check_text(path: Path, kind: str) -> None:
 def _not_utf8_message(path: Path) -> str:
     """Describe the first line of ``path`` that is not UTF-8."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                return (
-                    f"{str(path)!r} is not UTF-8 text: line {line_number} contains the byte 0x{line[err.start]:02x} "
-                    f"(near {line[max(err.start - 10, 0) : err.start + 10]!r}), as Latin-1 or Windows-1252 files do; "
-                    "save the file as UTF-8 and load it again"
-                )
+    try:
+        with opener(path, "rb") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return (
+                        f"{str(path)!r} is not UTF-8 text: line {line_number} contains the byte "
+                        f"0x{line[err.start]:02x} (near {line[max(err.start - 10, 0) : err.start + 10]!r}), "
+                        "as Latin-1 or Windows-1252 files do; save the file as UTF-8 and load it again"
+                    )
+    except (OSError, EOFError, zlib.error):
+        # A .gz file can decode its first lines and then turn out to be cut short.
+        pass
     return f"{str(path)!r} is not UTF-8 text; save the file as UTF-8 and load it again"
 
 
