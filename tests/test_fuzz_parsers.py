@@ -663,6 +663,20 @@ def test_parse_cohort_latin1_file_rejected(work_dir: Path) -> None:
         parse_cohort(str(path))
 
 
+def test_report_section_nested_figure_rejected() -> None:
+    spec = {**SECTION_BASES[1], "figure": "[" * 100_000 + "]" * 100_000}
+    with pytest.raises(ReportError, match="figure of stored section 'tables-only' is not valid plotly JSON"):
+        ReportSection.from_dict(spec)
+
+
+def test_report_section_nested_provenance_rejected() -> None:
+    provenance: dict[str, Any] = {}
+    for _ in range(10_000):
+        provenance = {"inner": provenance}
+    with pytest.raises(ReportError, match="provenance of section 'tables-only' is not plain JSON"):
+        ReportSection.from_dict({**SECTION_BASES[1], "provenance": provenance})
+
+
 def test_report_sections_not_list_rejected() -> None:
     with pytest.raises(ReportError, match="a list of 'sections'"):
         Report.from_dict({"title": "Report", "sections": None})

@@ -115,7 +115,7 @@ def _check_provenance(record: Any, section: str) -> None:
         raise ReportError(msg)
     try:
         json.dumps(record, allow_nan=False)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RecursionError) as err:
         msg = (
             f"provenance of section {section!r} is not plain JSON ({err}); "
             "build it with workbench.provenance.provenance or use only str, int, float, bool, None, list and dict"
@@ -232,7 +232,8 @@ def _figure_from_json(text: str, key: str) -> go.Figure:
     try:
         spec = json.loads(text)
         return go.Figure(_decode_typed_arrays(spec))
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RecursionError) as err:
+        # RecursionError: JSON nested deeper than Python's recursion limit.
         msg = f"figure of stored section {key!r} is not valid plotly JSON: {err}"
         raise ReportError(msg) from err
 
