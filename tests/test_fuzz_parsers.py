@@ -500,7 +500,7 @@ SECTION_BASES = _section_dicts()
 @FUZZ
 @given(data=st.data())
 def test_report_section_from_dict_fuzzed(data: st.DataObject) -> None:
-    # Most examples use the section without a figure: rebuilding the one with a figure took about 16 ms
+    # Most examples use the section without a figure, because rebuilding the one with a figure took about 16 ms
     # per call on the 2-core test machine, against 0.4 ms without.
     base = SECTION_BASES[data.draw(st.sampled_from([0, 1, 1, 1]))]
     spec = data.draw(mutated(base) | JUNK)
