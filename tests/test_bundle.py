@@ -375,3 +375,19 @@ def test_load_invalid_schema(saved):
 
     with pytest.raises(BundleError, match="cannot rebuild the model described in .*unknown kind 'text'"):
         load_bundle(saved)
+
+
+@pytest.mark.parametrize("name", ["weights.safetensors", "manifest.json"])
+def test_bundle_file_linked_outside_is_rejected(tmp_path, name):
+    import shutil
+
+    from workbench.bundle import BundleError, load_bundle
+
+    source = Path(__file__).resolve().parents[1] / "models" / "ad_clicks_lr"
+    bundle = tmp_path / "bundle"
+    shutil.copytree(source, bundle)
+    outside = tmp_path / f"outside-{name}"
+    (bundle / name).rename(outside)
+    (bundle / name).symlink_to(outside)
+    with pytest.raises(BundleError, match="outside the bundle folder"):
+        load_bundle(bundle)

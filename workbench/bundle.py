@@ -163,6 +163,16 @@ def _apply_umask(folder: Path) -> None:
         item.chmod(0o666 & ~umask)
 
 
+def _check_inside(file: Path, folder: Path) -> None:
+    # A symbolic link could make a bundle read a file elsewhere on the machine.
+    if not file.resolve().is_relative_to(folder.resolve()):
+        msg = (
+            f"{str(file)!r} is a link to {str(file.resolve())!r}, outside the bundle folder; "
+            "copy the file into the folder as a plain file"
+        )
+        raise BundleError(msg)
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Read and check a bundle's manifest without loading weights."""
     path = Path(path)
@@ -173,6 +183,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         msg = f"{str(path)!r} is not a bundle: {MANIFEST_NAME} is missing"
         raise BundleError(msg)
+    _check_inside(manifest_path, path)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
@@ -213,6 +224,7 @@ def load_bundle(path: str | Path) -> Bundle:
     if not weights_path.is_file():
         msg = f"{str(path)!r} has no {WEIGHTS_NAME}"
         raise BundleError(msg)
+    _check_inside(weights_path, path)
     expected_hash = manifest["weights"].get("sha256")
     if expected_hash and file_fingerprint(weights_path) != expected_hash:
         msg = (
