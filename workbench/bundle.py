@@ -106,7 +106,11 @@ def save_bundle(
 
     An existing folder is only replaced when ``overwrite`` is true. The bundle
     is written to a temporary folder first, so a failed save leaves nothing half
-    written.
+    written. The old folder is renamed aside and removed after the new one is
+    in place.
+
+    NOTE: a process killed between those two renames leaves the old bundle as
+    ``.<name>.previous-<pid>`` next to the target, not at the target.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -141,9 +145,14 @@ def save_bundle(
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(json_safe(manifest), indent=1, allow_nan=False) + "\n", encoding="utf-8")
         _apply_umask(staging)
-        if path.exists():
-            shutil.rmtree(path)
+        # Move the old bundle aside instead of deleting it first: the old folder is only removed once the
+        # new one is in place, so an interrupted overwrite cannot lose both.
+        previous = path.with_name(f".{path.name}.previous-{os.getpid()}") if path.exists() else None
+        if previous is not None:
+            path.rename(previous)
         staging.rename(path)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
