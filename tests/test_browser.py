@@ -380,6 +380,8 @@ def test_new_pages_open_in_browser(app_url, browser):
     page.get_by_text("to the report (1 section)").wait_for()
     page.get_by_role("link", name="Report").click()
     page.get_by_role("heading", name="Export").wait_for()
+    # The download button comes after the report's HTML is built, a moment after the heading.
+    page.get_by_role("button", name="Download HTML").wait_for()
     assert page.get_by_role("button", name="Download HTML").count() == 1
     page.get_by_role("link", name="Model comparison").click()
     page.get_by_role("heading", name="Model comparison", exact=True).wait_for()
