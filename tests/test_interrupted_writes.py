@@ -1,4 +1,4 @@
-"""A writer killed in the middle of a save leaves the previous bundle or report as it was."""
+"""A writer killed in the middle of a save leaves a whole bundle or report: the previous one or the new one."""
 
 from __future__ import annotations
 
