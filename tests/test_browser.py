@@ -424,3 +424,48 @@ def test_two_sessions_keep_their_own_state(app_url, browser, tiny_data_dir):
     finally:
         first_context.close()
         second_context.close()
+
+
+HOSTILE_CITY = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+HOSTILE_SITE = '" onmouseover="window.__pwned=3'
+
+
+@pytest.fixture(scope="module")
+def hostile_bundle(tmp_path_factory):
+    """A tiny LR trained on ad-click rows whose city and site values are HTML and script fragments."""
+    from workbench.bundle import save_bundle
+    from workbench.data import encode, read_frame, read_schema_spec
+    from workbench.schema import fit_schema
+    from workbench.training import TrainConfig, train
+    from workbench.zoo import build_model
+
+    folder = tmp_path_factory.mktemp("hostile")
+    ad_clicks = REPO_ROOT / "sample_data" / "ad_clicks"
+    frame = read_frame(ad_clicks / "train.parquet", max_rows=2_000)
+    frame.loc[:999, "city"] = HOSTILE_CITY
+    frame.loc[:999, "site"] = HOSTILE_SITE
+    schema = fit_schema(frame, read_schema_spec(ad_clicks / "schema.json"))
+    dataset = encode(frame, schema)
+    model = build_model("lr", schema)
+    train(model, dataset, dataset, TrainConfig(epochs=1, batch_size=512), show_progress=False)
+    save_bundle(model, folder / "hostile-lr")
+    frame.iloc[:50].to_parquet(folder / "hostile.parquet", index=False)
+    return folder / "hostile-lr", folder / "hostile.parquet"
+
+
+def test_hostile_values_show_as_text_in_app(app_url, browser, hostile_bundle):
+    bundle_path, data_path = hostile_bundle
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{app_url}/explorer?{urlencode({'bundle': str(bundle_path), 'data': str(data_path), 'row': 0})}")
+    page.get_by_role("heading", name="Sample explorer").wait_for()
+    wait_for_waterfall(page, 0)
+    # The waterfall labels and the values table carry the fragments as text.
+    labels = page.evaluate(f"({WATERFALL_TRACES_JS})()[0].y")
+    assert f"city = {HOSTILE_CITY}"[:40] in " ".join(labels)
+    page.mouse.move(700, 500)
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("heading", name="Model overview").wait_for()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.locator("img[src='x']").count() == 0
+    page.close()
