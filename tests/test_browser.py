@@ -390,7 +390,7 @@ def test_new_pages_open_in_browser(app_url, browser):
 
 
 def test_two_sessions_keep_their_own_state(app_url, browser, tiny_data_dir):
-    """Two browser contexts (two users) choose different models; neither sees the other's model or report."""
+    """Two browser contexts (two users) choose different models, and neither gets the other's model or report."""
     lr_bundle = REPO_ROOT / "models" / "ad_clicks_lr"
     data_path = tiny_data_dir / "ad_clicks" / "test.parquet"
     first_context = browser.new_context(viewport={"width": 1400, "height": 900})

@@ -16,10 +16,10 @@ from workbench import cli_report
 from workbench.bundle import load_bundle
 from workbench.cohorts import Cohort, CohortError
 from workbench.compare import attribution_agreement
-from workbench.data import load_dataset
+from workbench.data import load_dataset, sample_rows
 from workbench.explain import explain
 from workbench.metrics import prediction_metrics
-from workbench.model_comparison import align_models, load_models, sample_rows
+from workbench.model_comparison import align_models, load_models
 from workbench.training import predict_logits
 
 DEEPFM = REPO_ROOT / "models" / "ad_clicks_deepfm"

@@ -331,7 +331,7 @@ def load_cohorts(text: str) -> list[Cohort]:
 def frequency_buckets(f: Field, cuts: tuple[float, float] = DEFAULT_FREQUENCY_CUTS) -> np.ndarray:
     """Give every index of a categorical field's vocabulary its training-frequency bucket.
 
-    Values are sorted by training count, most frequent first. The head holds
+    Values are sorted by training count, most frequent first. The head contains
     the most frequent values until they cover ``cuts[0]`` of all training
     occurrences (the value that crosses the cut included), the torso the next
     values up to ``cuts[1]``, and the tail the rest. PAD and OOV fall in the

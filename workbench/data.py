@@ -478,3 +478,11 @@ def load_dataset(
         frame = frame.rename(columns={"label": schema.label})
     return encode(frame, schema, name=Path(path).name, source=str(path))
 
+
+def sample_rows(n_total: int, n_rows: int, seed: int) -> np.ndarray:
+    """Return ``min(n_rows, n_total)`` distinct row numbers drawn with ``seed``, in ascending order."""
+    if n_rows < 1:
+        msg = f"the number of rows to sample must be at least 1; got {n_rows}"
+        raise ValueError(msg)
+    generator = np.random.default_rng(seed)
+    return np.sort(generator.choice(n_total, size=min(n_rows, n_total), replace=False))

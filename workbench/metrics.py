@@ -1,8 +1,8 @@
 """Ranking and calibration metrics of CTR predictions: AUC, log loss, gAUC, reliability and ECE, per field value.
 
 AUC and log loss come from scikit-learn. gAUC, the reliability table and the
-expected calibration error are written here because scikit-learn has no
-grouped AUC and its ``calibration_curve`` does not return bin counts; the
+expected calibration error are written here, because scikit-learn has no
+grouped AUC and its ``calibration_curve`` does not return bin counts. The
 uniform bins are the same as ``calibration_curve``'s. Nothing here imports
 Streamlit or plotly.
 """

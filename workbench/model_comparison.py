@@ -1,7 +1,7 @@
 """Models on the same rows: loading, metrics, attributions and pair maps for a comparison or a report.
 
 The CLI's ``workbench report`` and the app's Model comparison page both call
-these functions, so a report holds the numbers the page shows for the same
+these functions, so a report contains the numbers the page shows for the same
 inputs. Every model reads the data file with its own schema, so row ``i`` is
 the same impression for all of them. A cohort is applied with the first
 model's schema and predictions, and the same rows are then kept for the
@@ -156,15 +156,6 @@ def compare_metrics(
             model.dataset.labels, sigmoid(model.logits), n_bins=n_bins, strategy=strategy
         )
     return metrics_table(results), reliability
-
-
-def sample_rows(n_total: int, n_rows: int, seed: int) -> np.ndarray:
-    """Return ``min(n_rows, n_total)`` distinct rows drawn with ``seed``, ascending (the app's row sample)."""
-    if n_rows < 1:
-        msg = f"the number of rows to explain must be at least 1; got {n_rows}"
-        raise ValueError(msg)
-    generator = np.random.default_rng(seed)
-    return np.sort(generator.choice(n_total, size=min(n_rows, n_total), replace=False))
 
 
 def explain_models(

@@ -23,6 +23,7 @@ from workbench.compare import (
     interaction_difference,
     prediction_disagreements,
 )
+from workbench.data import sample_rows
 from workbench.explain import Attribution, Interaction
 from workbench.model_comparison import (
     ComparedModel,
@@ -30,10 +31,9 @@ from workbench.model_comparison import (
     explain_models,
     interaction_models,
     overview_table,
-    sample_rows,
 )
 from workbench.probes import capture_probes, model_probes
-from workbench.provenance import provenance
+from workbench.provenance import ProvenanceError, bundle_fingerprint, provenance
 from workbench.report import Report, ReportSection, slugify
 
 DEFAULT_TOP_K = 3
@@ -41,7 +41,7 @@ SECTION_KEY_CHARS = 80
 """Section keys (and so table file names) keep up to 80 characters of the title, so both model names fit."""
 DISAGREEMENT_ROWS = 20
 NEUTRAL_SPREAD = 1e-3
-"""Largest distance of a bounded probe's field means from its neutral middle below which the report says so."""
+"""Largest distance of a bounded probe's field means from its neutral middle at which the report notes that the ranking means little."""
 
 
 def _section(*, title: str, **parts: Any) -> ReportSection:
@@ -75,11 +75,16 @@ def section_provenance(
         rows=rows,
     )
     if len(models) > 1:
-        record["compared_bundles"] = [
-            {key: provenance(m.bundle, m.dataset)[key] for key in ("bundle_name", "bundle_path", "bundle_fingerprint")}
-            for m in models
-        ]
+        record["compared_bundles"] = [_bundle_record(model) for model in models]
     return record
+
+
+def _bundle_record(model: ComparedModel) -> dict[str, Any]:
+    try:
+        fingerprint = bundle_fingerprint(model.bundle)
+    except ProvenanceError:
+        fingerprint = None  # the bundle's files are gone, as provenance() records it
+    return {"bundle_name": model.bundle.name, "bundle_path": str(model.bundle.path), "bundle_fingerprint": fingerprint}
 
 
 def _attribution_details(attribution: Attribution) -> dict[str, Any]:
@@ -92,7 +97,7 @@ def _attribution_details(attribution: Attribution) -> dict[str, Any]:
 
 
 def overview_section(models: Sequence[ComparedModel], cohort: Cohort | None = None) -> ReportSection:
-    """A table of the compared models: architecture, parameter count, fields and rows."""
+    """Build a table section of the compared models: architecture, parameter count, fields and rows."""
     return _section(
         title="Models",
         tables={"models": overview_table(models)},
@@ -112,7 +117,7 @@ def metrics_section(
     n_bins: int = 10,
     strategy: str = "uniform",
 ) -> ReportSection:
-    """The metrics table (AUC, gAUC, log loss, ECE) and the reliability diagrams of all models on one figure."""
+    """Build the metrics table (AUC, gAUC, log loss, ECE) and one figure with every model's reliability diagram."""
     table, reliability = compare_metrics(models, group_field=group_field, n_bins=n_bins, strategy=strategy)
     bins = pd.concat([frame.assign(model=name) for name, frame in reliability.items()], ignore_index=True)
     return _section(
@@ -136,7 +141,7 @@ def metrics_section(
 
 
 def importance_section(model: ComparedModel, attribution: Attribution, cohort: Cohort | None = None) -> ReportSection:
-    """One model's global field importance: mean |attribution| per field."""
+    """Build one model's global field importance section: mean |attribution| per field."""
     importance = attribution.mean_abs().rename("mean_abs_attribution").rename_axis("field").reset_index()
     return _section(
         title=f"Field importance of {model.name}",
@@ -147,7 +152,7 @@ def importance_section(model: ComparedModel, attribution: Attribution, cohort: C
 
 
 def interaction_section(model: ComparedModel, interaction: Interaction, cohort: Cohort | None = None) -> ReportSection:
-    """One model's global pair map: mean |SII| per field pair."""
+    """Build one model's global pair map section: mean |SII| per field pair."""
     matrix = pd.DataFrame(interaction.mean_abs(), index=list(interaction.player_names), columns=list(interaction.player_names))
     return _section(
         title=f"Pair interactions of {model.name}",
@@ -165,7 +170,7 @@ def interaction_section(model: ComparedModel, interaction: Interaction, cohort: 
 
 
 def probe_sections(model: ComparedModel, rows: np.ndarray, cohort: Cohort | None = None) -> list[ReportSection]:
-    """The per-field gates, masks and field weights the model declares, as cohort means over ``rows``."""
+    """Build a section per gate, mask or field weight the model declares, averaged over ``rows``."""
     sections = []
     # The per-field probes of the Gates & masks page: gates, masks and field weights, not pair maps.
     per_field = [p.name for p in model_probes(model.bundle.model) if p.axes and p.axes[-1] == "field" and not p.is_pair_map]
@@ -236,7 +241,7 @@ def interaction_difference_section(
     maps: Mapping[str, Interaction],
     cohort: Cohort | None = None,
 ) -> ReportSection:
-    """The difference of two models' global SII maps (first − second) on their common fields."""
+    """Build the section of two models' global SII map difference (first − second) on their common fields."""
     difference = interaction_difference(maps[first.name], maps[second.name], names=(first.name, second.name))
     return _section(
         title=f"Pair interaction difference: {first.name} − {second.name}",
@@ -261,7 +266,7 @@ def disagreement_section(
     *,
     n: int = DISAGREEMENT_ROWS,
 ) -> ReportSection:
-    """The rows where the two models' predicted CTRs differ most, over every compared row."""
+    """Build the section of the compared rows where the two models' predicted CTRs differ most."""
     names = (first.name, second.name)
     frame = prediction_disagreements(
         np.arange(len(first.dataset)) if first.dataset.source_rows is None else first.dataset.source_rows,
@@ -288,7 +293,7 @@ def attribution_disagreement_table(
     *,
     n: int = DISAGREEMENT_ROWS,
 ) -> pd.DataFrame:
-    """The explained rows whose attributions agree least (lowest Spearman's rho), for the disagreement explorer."""
+    """Return the explained rows whose attributions agree least (lowest Spearman's rho), for the disagreement explorer."""
     return disagreements(
         attributions[first.name], attributions[second.name], agreement, by="agreement", n=n, names=(first.name, second.name)
     )

@@ -129,7 +129,7 @@ def section_chart(section: ReportSection, *, key: str, container: Any = None) ->
     """Show a ready report section's figure with an "Add to report" button that adds that very section.
 
     Pages that draw sections from ``workbench.report_builder`` use this, so the
-    report holds exactly the figure, tables and provenance shown.
+    report contains exactly the figure, tables and provenance shown.
     """
     target = container if container is not None else st
     if section.figure is not None:

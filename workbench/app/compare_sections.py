@@ -10,7 +10,7 @@ import streamlit as st
 from workbench import figures
 from workbench.app import basket, compare_state, controls, sources, state
 from workbench.explain import METHODS, method_names
-from workbench.metrics import BIN_STRATEGIES
+from workbench.metrics import BIN_STRATEGIES, user_field
 from workbench.model_comparison import ComparedModel
 from workbench.report_builder import (
     agreement_sections,
@@ -64,7 +64,7 @@ def metrics_view(models: list[ComparedModel]) -> None:
     cohort = state.get_selection().cohort
     categorical = [f.name for f in models[0].bundle.schema.fields if f.kind == "categorical"]
     left, middle, right = st.columns(3)
-    guessed = next((name for name in ("user_id", "user", "uid") if name in categorical), None)
+    guessed = user_field(categorical)
     group_field = left.selectbox(
         "gAUC groups by",
         [None, *categorical],

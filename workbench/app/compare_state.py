@@ -18,8 +18,9 @@ import streamlit as st
 
 from workbench.app import state
 from workbench.cohorts import Cohort
+from workbench.data import sample_rows
 from workbench.explain import Attribution, Interaction
-from workbench.model_comparison import ComparedModel, align_models, explain_models, interaction_models, sample_rows
+from workbench.model_comparison import ComparedModel, align_models, explain_models, interaction_models
 
 ModelKeys = tuple[state.SourceKey, ...]
 

@@ -8,19 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from workbench.data import sample_rows  # noqa: F401 (the pages call rows.sample_rows)
 from workbench.schema import Schema
 
 FILTER_KINDS = ("categorical", "numeric")
 """Field kinds the sample explorer can filter on (one raw value per row)."""
-
-
-def sample_rows(n_total: int, n_rows: int, seed: int) -> np.ndarray:
-    """Return ``min(n_rows, n_total)`` distinct row numbers drawn with ``seed``, in ascending order."""
-    if n_rows < 1:
-        msg = f"the number of rows to sample must be at least 1; got {n_rows}"
-        raise ValueError(msg)
-    generator = np.random.default_rng(seed)
-    return np.sort(generator.choice(n_total, size=min(n_rows, n_total), replace=False))
 
 
 def check_row(row: int, n_total: int, dataset_name: str) -> int:

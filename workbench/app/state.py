@@ -141,7 +141,7 @@ def _cohort_rows(key: SourceKey) -> np.ndarray:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def _load_dataset(key: SourceKey) -> CTRDataset:
-    """The data set of ``key``: the file's rows, or only the cohort's rows renumbered from 0."""
+    """Return the data set of ``key``: the file's rows, or only the cohort's rows renumbered from 0."""
     dataset = _load_file(_whole_file(key))
     if not key[5]:
         return dataset
@@ -475,17 +475,20 @@ def file_logits(data: LoadedData) -> np.ndarray:
     return _file_logits(_whole_file(data.key))
 
 
+def _dataset_logits(key: SourceKey, dataset: CTRDataset) -> np.ndarray:
+    whole = _file_logits(_whole_file(key))
+    return whole if dataset.source_rows is None else whole[dataset.source_rows]
+
+
 def logits(data: LoadedData) -> np.ndarray:
     """Return the model's logits for every row of ``data.dataset`` (the cohort's rows when one is chosen; cached)."""
-    whole = _file_logits(_whole_file(data.key))
-    return whole if data.dataset.source_rows is None else whole[data.dataset.source_rows]
+    return _dataset_logits(data.key, data.dataset)
 
 
 @st.cache_data(max_entries=16, show_spinner="Computing metrics…")
 def _metrics(key: SourceKey, group_field: str | None, n_bins: int, strategy: str) -> tuple[dict, pd.DataFrame]:
     dataset = _load_dataset(key)
-    whole = _file_logits(_whole_file(key))
-    scores = whole if dataset.source_rows is None else whole[dataset.source_rows]
+    scores = _dataset_logits(key, dataset)
     # Raw file values, as the report groups them: users the model does not know keep their own group
     # instead of sharing one <OOV> group.
     groups = None if group_field is None else dataset.raw[group_field].astype(str).to_numpy()
