@@ -181,6 +181,11 @@ def test_open_in_explorer_keeps_sidebar_model(app_env, tiny_bundle_path, tiny_da
     app.number_input(key="compare_pair_rows").set_value(5)
     app.button(key="compare_submit").click()
     app.run()
+    # Both waterfalls of the disagreement explorer can go into the report, each with its own model's provenance.
+    add_lr = next(b.key for b in app.button if str(b.key).startswith("compare_waterfall_") and "_LR · ad clicks_add" in str(b.key))
+    app.button(key=add_lr).click()
+    app.run()
+    assert [section["provenance"]["bundle_name"] for section in app.session_state["report_basket"]] == ["LR · ad clicks"]
     open_button = next(b.key for b in app.button if str(b.key).startswith("compare_open_"))
     app.button(key=open_button).click()
     app.run()

@@ -198,9 +198,20 @@ def disagreement_explorer(keys, first, second, attributions, agreement, method: 
         st.error(f"Cannot explain row {row}: {err}")
         return
     left, right = st.columns(2)
+    key_of_bundle = {key[0]: key for key in keys}
     for column, model in ((left, first), (right, second)):
+        attribution = pair[model.name]
         column.markdown(f"**{model.name}**: predicted CTR {figures.format_ctr(figures.sigmoid(float(model.logits[position])))}")
-        column.plotly_chart(figures.waterfall(pair[model.name], 0, max_fields=20), key=f"compare_waterfall_{second.name}_{model.name}")
+        section = basket.section_for(
+            figures.waterfall(attribution, 0, max_fields=20),
+            state.LoadedData(model.bundle, model.dataset, key_of_bundle[str(model.bundle.path)]),
+            method=attribution.method,
+            baseline=attribution.baseline,
+            output_space=attribution.output_space,
+            parameters={**attribution.parameters, "row": int(row)},
+            tables={"attributions": attribution.to_frame()},
+        )
+        basket.section_chart(section, key=f"compare_waterfall_{second.name}_{model.name}", container=column)
     st.button(
         "Open this row in the Sample explorer",
         key=f"compare_open_{second.name}",
