@@ -177,6 +177,8 @@ def test_counterfactuals_page_in_browser(app_url, browser, tiny_bundle_path, tin
     after = page.locator("[data-testid='stMetric']").filter(has_text="Predicted CTR after")
     after.get_by_text(expected_ctr, exact=True).wait_for()
     assert page.get_by_text("Change a field value above").count() == 1
+    # The search and faithfulness forms come after the editor; wait for the last of them before listing buttons.
+    page.get_by_role("button", name="Compare explainers").wait_for()
     buttons = page.get_by_role("button").all_inner_texts()
     assert "Search" in buttons
     assert "Compare explainers" in buttons
