@@ -377,6 +377,8 @@ def test_new_pages_open_in_browser(app_url, browser):
     page.wait_for_function(
         "() => Array.from(document.querySelectorAll('.js-plotly-plot')).some(plot => (plot.data || []).length > 1)"
     )
+    # The reliability diagram and the per-value chart each have a button; the second comes a moment later.
+    page.get_by_role("button", name="Add to report").nth(1).wait_for()
     assert page.get_by_role("button", name="Add to report").count() >= 2
     page.get_by_role("button", name="Add to report").first.click()
     page.get_by_text("to the report (1 section)").wait_for()
