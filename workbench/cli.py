@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench.bundle import Bundle, BundleError, json_safe, load_bundle, save_bundle
 from workbench.data import (
+    FEATURE_MAP_NAME,
     CTRDataset,
     DataError,
     data_format,
@@ -47,6 +48,7 @@ from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAM
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
 from workbench.prepare import DEFAULT_MAX_LENGTH, prepare_movielens, prepare_taobao
+from workbench.result_cache import ResultCache, result_key
 from workbench.probes import FIELD_AGGREGATIONS, capture_probes, model_probes
 from workbench.zoo import ARCHITECTURES, build_model
 from workbench.zoo.registry import accepted_hyperparameters
@@ -55,6 +57,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BACKGROUND_ROWS = 100
 """Background rows for the mean and expectation baselines when --background-rows is not given."""
 USER_ERRORS = (BundleError, DataError, SchemaError, ValueError, KeyError, IndexError, FileNotFoundError)
+
+logger = logging.getLogger(__name__)
 
 
 class CLIError(ValueError):
@@ -159,6 +163,16 @@ def _add_explain_inputs(command: argparse.ArgumentParser, *, default_rows: int) 
         help=(
             f"rows per forward pass of the coalition game; caps memory and does not change the values "
             f"(default: {DEFAULT_CHUNK_SIZE}); not used by integrated_gradients"
+        ),
+    )
+    command.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help=(
+            "result cache folder (created when missing): reuse the result stored for the same bundle and data file "
+            "bytes and the same options, else compute and store it (default: no cache). Not used with an "
+            "unseeded sampled method"
         ),
     )
 
@@ -680,6 +694,39 @@ def _method_options(args: argparse.Namespace, method: str, accepted: tuple[str, 
     return options
 
 
+def _cached(args: argparse.Namespace, inputs: ExplainInputs, kind: str, options: dict[str, Any], compute: Any) -> Any:
+    """Return ``compute()``, through the ``--cache`` folder when one is given.
+
+    The key covers the bundle and data file bytes, the libfm feature map when
+    one is read, the rows and every option that shapes the values. A sampled
+    method without ``--random-state`` is computed every time, because its
+    values differ from run to run.
+    """
+    if args.cache is None:
+        return compute()
+    if "random_state" in options and options["random_state"] is None:
+        logger.warning("--cache is not used: --random-state is not set, so the sampled values differ between runs")
+        return compute()
+    extra_files = []
+    if data_format(args.data) == "libfm":
+        feature_map = args.feature_map or args.data.parent / FEATURE_MAP_NAME
+        if feature_map.is_file():
+            extra_files.append(feature_map)
+    parameters = {
+        **options,
+        "rows": inputs.rows.tolist(),
+        "max_rows": None if args.row_ids else args.rows,
+        "baseline": args.baseline,
+        "output_space": args.output_space,
+        "background_rows": None if inputs.background is None else args.background_rows or DEFAULT_BACKGROUND_ROWS,
+        "seed": args.seed if inputs.background is not None else None,
+        "players": inputs.players,
+        "chunk_size": args.chunk_size,
+    }
+    key = result_key(kind, bundle=args.bundle, data=args.data, parameters=parameters, extra_files=extra_files)
+    return ResultCache(args.cache).get_or_compute(key, compute)
+
+
 def run_explain(args: argparse.Namespace) -> int:
     flags = {"--n-steps": "n_steps", "--batch-size": "batch_size", "--budget": "budget", "--random-state": "random_state"}
     if args.method == "auto":
@@ -688,17 +735,24 @@ def run_explain(args: argparse.Namespace) -> int:
         accepted = METHODS[args.method].options
     method_options = _method_options(args, args.method, accepted, flags)
     inputs = _load_explain_inputs(args)
-    attribution = explain(
-        inputs.bundle.model,
-        inputs.dataset,
-        inputs.rows,
-        method=args.method,
-        baseline=args.baseline,
-        players=inputs.players,
-        output_space=args.output_space,
-        background=inputs.background,
-        chunk_size=args.chunk_size,
-        **method_options,
+    sampled = args.method != "auto" and "random_state" in METHODS[args.method].options
+    attribution = _cached(
+        args,
+        inputs,
+        "cli.explain",
+        {"method": args.method, **method_options, **({"random_state": args.random_state} if sampled else {})},
+        lambda: explain(
+            inputs.bundle.model,
+            inputs.dataset,
+            inputs.rows,
+            method=args.method,
+            baseline=args.baseline,
+            players=inputs.players,
+            output_space=args.output_space,
+            background=inputs.background,
+            chunk_size=args.chunk_size,
+            **method_options,
+        ),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     attribution.to_parquet(args.out)
@@ -833,18 +887,30 @@ def run_interactions(args: argparse.Namespace) -> int:
         raise CLIError(msg)
     method_options = _method_options(args, args.method, entry.options, {"--budget": "budget", "--random-state": "random_state"})
     inputs = _load_explain_inputs(args)
-    interaction = interactions(
-        inputs.bundle.model,
-        inputs.dataset,
-        inputs.rows,
-        method=args.method,
-        **method_options,
-        index=args.index,
-        baseline=args.baseline,
-        players=inputs.players,
-        output_space=args.output_space,
-        background=inputs.background,
-        chunk_size=args.chunk_size,
+    sampled = "random_state" in entry.options
+    interaction = _cached(
+        args,
+        inputs,
+        "cli.interactions",
+        {
+            "method": args.method,
+            "index": args.index,
+            **method_options,
+            **({"random_state": args.random_state} if sampled else {}),
+        },
+        lambda: interactions(
+            inputs.bundle.model,
+            inputs.dataset,
+            inputs.rows,
+            method=args.method,
+            **method_options,
+            index=args.index,
+            baseline=args.baseline,
+            players=inputs.players,
+            output_space=args.output_space,
+            background=inputs.background,
+            chunk_size=args.chunk_size,
+        ),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_interaction_parquet(interaction, args.out)

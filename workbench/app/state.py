@@ -15,10 +15,15 @@ Cache rules:
 * The Counterfactuals page caches what-if edits by (data key, row, field
   changes, history edits, attribution settings), searches by (data key, row,
   search request), and sweeps and faithfulness comparisons by their options.
+* When ``WORKBENCH_CACHE_DIR`` names a folder, sample and row attributions
+  and exact indices are also kept there by :mod:`workbench.result_cache`,
+  keyed by the bundle and data file bytes and the same parameters, so they
+  survive a restart of the app. The in-memory caches are consulted first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -44,6 +49,7 @@ from workbench.explain.integrated_gradients import DEFAULT_N_STEPS
 from workbench.faithfulness import FaithfulnessResult, attention_field_scores, compare_explainers
 from workbench.metrics import calibration_table, prediction_metrics, sigmoid
 from workbench.probes import ProbeCapture, capture_probes
+from workbench.result_cache import cache_from_environment, result_key
 from workbench.schema import PAD_INDEX, SchemaError
 from workbench.sequence_edits import SequenceEdit, apply_edit, paired_values
 from workbench.sweeps import FieldSweep, sweep_field
@@ -251,15 +257,37 @@ def _attribution(key: SourceKey, row_numbers: np.ndarray, settings: AttributionS
         done()
 
 
+def _disk_cached(key: SourceKey, kind: str, parameters: dict, compute: Callable[[], object]) -> object:
+    """Return ``compute()``, through the result cache folder when ``WORKBENCH_CACHE_DIR`` is set.
+
+    The parameters are those of the in-memory cache besides the file times: the
+    row limit, the cohort and the computation's own. The cache key adds the
+    bundle and data file bytes. Sampled methods are not stored, because the app
+    runs them unseeded.
+    """
+    cache = cache_from_environment()
+    method = METHODS.get(str(parameters.get("method")))
+    if cache is None or (method is not None and "random_state" in (method.options or ())):
+        return compute()
+    parameters = {**parameters, "max_rows": key[4], "cohort": key[5]}
+    return cache.get_or_compute(result_key(kind, bundle=key[0], data=key[2], parameters=parameters), compute)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _sample_attribution(key: SourceKey, n_rows: int, seed: int, settings: AttributionSettings) -> Attribution:
     row_numbers = rows.sample_rows(len(_load_dataset(key)), n_rows, seed)
-    return _attribution(key, row_numbers, settings, seed)
+    parameters = {"n_rows": n_rows, "seed": seed, **dataclasses.asdict(settings)}
+    return _disk_cached(
+        key, "app.sample_attribution", parameters, lambda: _attribution(key, row_numbers, settings, seed)
+    )
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _row_attribution(key: SourceKey, row: int, settings: AttributionSettings) -> Attribution:
-    return _attribution(key, np.asarray([row]), settings, seed=0)
+    parameters = {"row": row, **dataclasses.asdict(settings)}
+    return _disk_cached(
+        key, "app.row_attribution", parameters, lambda: _attribution(key, np.asarray([row]), settings, seed=0)
+    )
 
 
 # Each entry keeps four (rows, players, players) float64 arrays, so fewer entries than for attributions.
@@ -268,14 +296,19 @@ def _sample_exact(key: SourceKey, n_rows: int, seed: int, settings: AttributionS
     # One evaluation of all coalitions gives Shapley values and all four pair indices,
     # so the page switches index without computing again.
     row_numbers = rows.sample_rows(len(_load_dataset(key)), n_rows, seed)
-    report, done = _progress_bar(f"all coalitions of {row_numbers.size:,} rows")
-    try:
-        with _model_lock(key[0], key[1]):
-            return exact_indices(
-                _bundle_of(key).model, _load_dataset(key), row_numbers, **_game_options(key, settings, seed, report)
-            )
-    finally:
-        done()
+
+    def compute() -> ExactResult:
+        report, done = _progress_bar(f"all coalitions of {row_numbers.size:,} rows")
+        try:
+            with _model_lock(key[0], key[1]):
+                return exact_indices(
+                    _bundle_of(key).model, _load_dataset(key), row_numbers, **_game_options(key, settings, seed, report)
+                )
+        finally:
+            done()
+
+    parameters = {"n_rows": n_rows, "seed": seed, **dataclasses.asdict(settings)}
+    return _disk_cached(key, "app.sample_exact", parameters, compute)
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the model's gates, masks and attention…")
