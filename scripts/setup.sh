@@ -29,5 +29,5 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     .venv/bin/python -m pip install --quiet torch==2.13.0 || .venv/bin/python -m pip install --quiet 'torch>=2.2'
 fi
 echo "installing the workbench and its dependencies" >&2
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test,adapters]'
 echo "$wanted" > "$stamp"

@@ -112,25 +112,61 @@ def save_bundle(
     NOTE: a process killed between those two renames leaves the old bundle as
     ``.<name>.previous-<pid>`` next to the target, not at the target.
     """
+    if model.architecture not in ARCHITECTURES:
+        msg = f"only native architectures can be bundled; got {type(model).__name__}"
+        raise BundleError(msg)
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    return write_bundle(
+        path,
+        state,
+        architecture=model.architecture,
+        hyperparameters=model.hyperparameters,
+        schema=model.schema,
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        name=name,
+        metrics=metrics,
+        training=training,
+        data=data,
+        overwrite=overwrite,
+    )
+
+
+def write_bundle(
+    path: str | Path,
+    state: dict[str, torch.Tensor],
+    *,
+    architecture: str,
+    hyperparameters: dict[str, Any],
+    schema: Schema,
+    n_parameters: int,
+    extra: dict[str, Any] | None = None,
+    name: str | None = None,
+    metrics: dict[str, dict[str, float]] | None = None,
+    training: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle folder from a state dict and the manifest's entries; see :func:`save_bundle`.
+
+    ``extra`` adds entries to the manifest, such as the ``adapter`` entry of
+    an adapted model (``workbench.adapters.bundle``).
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         msg = f"{str(path)!r} already exists; choose another output folder or pass overwrite=True (--overwrite)"
         raise BundleError(msg)
-    if model.architecture not in ARCHITECTURES:
-        msg = f"only native architectures can be bundled; got {type(model).__name__}"
-        raise BundleError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=path.parent))
     try:
-        state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
         save_file(state, staging / WEIGHTS_NAME, metadata={"format": BUNDLE_FORMAT})
         manifest = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
             "name": name or path.name,
-            "architecture": model.architecture,
-            "hyperparameters": model.hyperparameters,
-            "schema": model.schema.to_dict(),
+            "architecture": architecture,
+            "hyperparameters": hyperparameters,
+            "schema": schema.to_dict(),
+            **(extra or {}),
             "metrics": metrics or {},
             "training": training or {},
             "data": data or {},
@@ -139,7 +175,7 @@ def save_bundle(
             "weights": {
                 "file": WEIGHTS_NAME,
                 "sha256": file_fingerprint(staging / WEIGHTS_NAME),
-                "n_parameters": int(sum(p.numel() for p in model.parameters())),
+                "n_parameters": int(n_parameters),
                 "tensors": {key: list(value.shape) for key, value in state.items()},
             },
         }
@@ -247,7 +283,12 @@ def load_bundle(path: str | Path) -> Bundle:
         if unfitted:
             msg = f"the schema has no vocabulary for the field(s) {', '.join(unfitted)}"
             raise BundleError(msg)
-        model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
+        if "adapter" in manifest:
+            from workbench.adapters.bundle import rebuild_adapter
+
+            model = rebuild_adapter(manifest, schema)
+        else:
+            model = build_model(manifest["architecture"], schema, **manifest["hyperparameters"])
     except (SchemaError, ValueError, TypeError, OverflowError, RuntimeError) as err:
         # torch raises RuntimeError when a layer size overflows, such as embedding_dim 2**62 for a DNN.
         msg = f"cannot rebuild the model described in {str(path / MANIFEST_NAME)!r}: {err}"
@@ -257,8 +298,17 @@ def load_bundle(path: str | Path) -> Bundle:
     except (SafetensorError, OSError) as err:
         msg = f"{str(weights_path)!r} is not a readable safetensors file: {err}"
         raise BundleError(msg) from err
-    _check_state(model, state, path)
-    model.load_state_dict(state, strict=True)
+    if "adapter" in manifest:
+        from workbench.adapters.bundle import check_state_dict
+
+        try:
+            check_state_dict(model.module, state, weights_path)
+        except ValueError as err:
+            raise BundleError(str(err)) from err
+        model.module.load_state_dict(state, strict=True)
+    else:
+        _check_state(model, state, path)
+        model.load_state_dict(state, strict=True)
     model.eval()
     return Bundle(model=model, manifest=manifest, path=path)
 

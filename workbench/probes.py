@@ -321,6 +321,11 @@ class _Recorder:
         # One module of a per-layer probe (a one-layer model): give it its layer axis.
         return parts[0].unsqueeze(1) if parts[0].dim() == len(probe.axes) else parts[0]
 
+    def clear(self) -> None:
+        """Drop everything recorded so far."""
+        for recorded in self.outputs.values():
+            recorded.clear()
+
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
@@ -403,6 +408,9 @@ def capture_probes(
         for start in range(0, n_rows, chunk_size):
             chunk = {name: tensor[start : start + chunk_size] for name, tensor in inputs.items()}
             embeddings = model.field_embedding(chunk)
+            # An adapted module computes its embeddings by running the module (workbench.adapters); the probes
+            # read the pass that computes the logit, so whatever ran before it is dropped.
+            recorder.clear()
             logits.append(model.logit_from_embeddings(embeddings).float().cpu().numpy())
             for probe in probes:
                 if probe.modules:
