@@ -69,9 +69,6 @@ def build_input(inputs):
     }
 
 
-SOURCES = None  # filled by make_adapter
-
-
 def make_adapter(schema, dim=3, seed=0):
     from workbench.adapters import EmbeddingSource, ModuleAdapter
 
@@ -134,7 +131,7 @@ def test_logits_equal_the_model_own(adapter, user_code, inputs):
     np.testing.assert_allclose(logits.numpy(), own_logits(adapter, user_code, inputs).numpy(), atol=1e-4)
 
 
-def test_slots_hold_every_table_and_replay_exactly(adapter, inputs, schema):
+def test_slots_hold_every_table(adapter, inputs, schema):
     assert adapter.slot_names == ("user", "item", "hour", "price", "vec", "history[0]", "history[1]", "history[2]")
     assert adapter.removal_slots().tolist() == [False] * 5 + [True] * 3
     with torch.no_grad():
@@ -152,7 +149,7 @@ def test_slots_hold_every_table_and_replay_exactly(adapter, inputs, schema):
         )
 
 
-def test_a_zero_behaviour_slot_equals_a_removed_behaviour(adapter, user_code, inputs):
+def test_zero_behaviour_slot_is_removal(adapter, user_code, inputs):
     cut = {name: tensor.clone() for name, tensor in inputs.items()}
     cut["history"][:, 1] = 0
     with torch.no_grad():
@@ -163,7 +160,7 @@ def test_a_zero_behaviour_slot_equals_a_removed_behaviour(adapter, user_code, in
     np.testing.assert_allclose(by_slot.numpy(), by_input.numpy(), atol=1e-6)
 
 
-def test_exact_shapley_efficiency_and_ig_completeness(adapter, inputs, schema):
+def test_exact_shapley_efficiency(adapter, inputs, schema):
     result = exact_indices(adapter, inputs, baseline="zero")
     shapley = result.shapley
     gaps = shapley.values.sum(axis=1) - (shapley.predictions - shapley.base_values)
@@ -187,7 +184,7 @@ def test_ig_completeness_on_a_dataset(adapter, schema):
     assert np.abs(gap).max() < 2e-3
 
 
-def test_single_row_and_threads_agree_with_the_batch(adapter, inputs):
+def test_single_row_and_threads_agree(adapter, inputs):
     with torch.no_grad():
         batch = adapter(inputs).numpy()
         single = adapter({name: tensor[4:5] for name, tensor in inputs.items()}).numpy()
@@ -209,7 +206,7 @@ def test_single_row_and_threads_agree_with_the_batch(adapter, inputs):
     np.testing.assert_allclose(np.concatenate([results[i] for i in range(4)]), batch, atol=1e-6)
 
 
-def test_a_gate_probe_reads_the_module_and_changes_nothing(user_code, schema, inputs):
+def test_gate_probe_reads_module_output(user_code, schema, inputs):
     gate = Probe(
         name="gate",
         kind="gate",
@@ -345,3 +342,24 @@ def test_bundle_with_an_unknown_kind_or_wrong_weights_is_refused(adapter, code_f
         load_bundle(path)
     with pytest.raises(AdapterError, match="unknown adapter kind"):
         save_adapted_bundle(adapter, tmp_path / "other", kind="pickle", recipe={})
+
+
+def test_docs_example_runs_and_blanks_oov():
+    text = (Path(__file__).parents[1] / "docs" / "adapters.md").read_text(encoding="utf-8")
+    namespace: dict = {}
+    exec(text.split("```python\n", 1)[1].split("```", 1)[0], namespace)  # the first example of the page
+    adapter = namespace["adapter"]
+    inputs = {
+        "user": torch.tensor([1, 2, 3, 4]),  # 4 is OOV
+        "ad": torch.tensor([1, 2, 1, 2]),
+        "bid": torch.tensor([0.5, 1.0, -1.0, 2.0]),
+    }
+    with torch.no_grad():
+        slots = adapter.field_embedding(inputs)
+        logits = adapter(inputs)
+        model = adapter.module
+        p = model({"user": torch.tensor([0, 1, 2]), "ad": torch.tensor([0, 1, 0]), "bid": inputs["bid"][:3]})
+    assert torch.all(slots[3, 0] == 0)
+    np.testing.assert_allclose(logits[:3].numpy(), torch.logit(p.reshape(-1)).numpy(), atol=1e-5)
+    result = exact_indices(adapter, inputs)
+    assert result.shapley.values[3, 0] == 0.0
