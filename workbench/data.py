@@ -465,6 +465,11 @@ def _labels(column: pd.Series, label: str, where: str) -> np.ndarray:
     return np.where(values > 0, 1.0, 0.0).astype(np.float32)
 
 
+DATASET_LOADERS = {"fuxictr": "workbench.adapters.fuxictr"}
+"""``schema.extra["dataset_loader"]`` value → the module whose ``load_dataset(path, schema, max_rows=...)`` reads data
+for that schema (an adapted model whose data files hold another library's encoded ids). Nothing else is imported."""
+
+
 def load_dataset(
     path: str | Path,
     schema: Schema,
@@ -472,7 +477,19 @@ def load_dataset(
     feature_map: str | Path | None = None,
     max_rows: int | None = None,
 ) -> CTRDataset:
-    """Read and encode a data file with a fitted schema (for example a bundle's)."""
+    """Read and encode a data file with a fitted schema (for example a bundle's).
+
+    A schema whose ``extra["dataset_loader"]`` names an entry of :data:`DATASET_LOADERS`
+    is read by that module instead.
+    """
+    loader = schema.extra.get("dataset_loader")
+    if loader is not None:
+        if not isinstance(loader, str) or loader not in DATASET_LOADERS:
+            msg = f"the schema names the data reader {str(loader)[:40]!r}; known readers: {', '.join(DATASET_LOADERS)}"
+            raise DataError(msg)
+        import importlib
+
+        return importlib.import_module(DATASET_LOADERS[loader]).load_dataset(path, schema, max_rows=max_rows)
     frame = read_frame(path, feature_map=feature_map, label=schema.label, max_rows=max_rows)
     if data_format(path) == "libfm" and schema.label != "label":
         frame = frame.rename(columns={"label": schema.label})
