@@ -904,9 +904,7 @@ def resolve_model_class(name: str, model_zoo: str | Path | None, *, explicit: bo
     folder = allowed_code_folder(folder, explicit=explicit)
     for package in (folder / name / "src", folder / "src", folder):
         if (package / "__init__.py").is_file():
-            module = _import_folder(package)
-            if hasattr(module, name) or package != folder / "src":
-                return _class_from(module, name, str(package))
+            return _class_from(_import_folder(package), name, str(package))
     msg = f"no {name}/src/__init__.py, src/__init__.py or __init__.py under the model-zoo folder {str(folder)!r}"
     raise FuxiCTRError(msg)
 
