@@ -1,0 +1,1 @@
+from .AutoInt import AutoInt

@@ -1,0 +1,1 @@
+from .DCNv2 import DCNv2

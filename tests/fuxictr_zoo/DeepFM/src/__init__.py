@@ -1,0 +1,1 @@
+from .DeepFM import DeepFM

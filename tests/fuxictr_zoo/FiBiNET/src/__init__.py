@@ -1,0 +1,1 @@
+from .FiBiNET import FiBiNET

@@ -1,0 +1,1 @@
+from .FinalMLP import FinalMLP

@@ -1,0 +1,1 @@
+from .GDCN import GDCN

@@ -1,0 +1,1 @@
+from .MaskNet import MaskNet
