@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from fuxictr_fixtures import TINY_DIR, ZOO_DIR, cached, import_zoo_class, train_tiny
+from fuxictr_fixtures import TINY_DIR, TINY_MODELS, ZOO_DIR, cached, import_zoo_class, train_tiny
 from workbench import cli
 from workbench.adapters import AdapterError
 from workbench.adapters import fuxictr as fx
@@ -236,6 +236,22 @@ def test_known_pooling_encoders_pass(tmp_path):
     info = fx.read_feature_map(path)
     assert info["a"].spec["feature_encoder"] == "layers.MaskedSumPooling()"
     assert "feature_encoder" not in info["b"].spec
+
+
+def test_use_features_and_feature_specs_params():
+    info = fx.read_feature_map(TINY_DIR / "tiny_seq" / "feature_map.json")
+    params = {
+        "use_features": ["pid", "click_sequence", "userid"],
+        "feature_specs": [{"name": "click_sequence", "feature_encoder": "layers.MaskedAveragePooling()"}],
+    }
+    updated = fx.apply_feature_params(info, params)
+    assert [f.name for f in updated.fields] == ["pid", "click_sequence", "userid"]
+    assert updated["click_sequence"].spec["feature_encoder"] == "layers.MaskedAveragePooling()"
+    assert "feature_encoder" not in info["click_sequence"].spec  # the parsed file is left as it was
+    with pytest.raises(fx.FuxiCTRError, match="use_features"):
+        fx.apply_feature_params(info, {"use_features": ["pid", "nope"]})
+    with pytest.raises(fx.FuxiCTRError, match="'nope', which is not a feature"):
+        fx.apply_feature_params(info, {"feature_specs": [{"name": "nope", "embedding_dim": 2}]})
 
 
 def test_training_params_that_fuxictr_evaluates_are_replaced(tmp_path, monkeypatch):
@@ -458,6 +474,17 @@ def test_checkpoint_that_is_not_a_state_dict(tmp_path, deepfm_run):
         fx.load_checkpoint(tmp_path / "missing.model")
 
 
+@pytest.mark.parametrize("key", sorted(set(TINY_MODELS) - {"DeepFM", "DIN"}))
+def test_every_tiny_model_matches_fuxictr(key, tmp_path_factory):
+    run = cached(f"tiny_{key}", tmp_path_factory, lambda root: train_tiny(root, key, epochs=1))
+    adapter = fx.load_fuxictr_model(fx.resolve_model_class(run.model, ZOO_DIR), run.feature_map, run.checkpoint, run.params)
+    dataset = load_dataset(run.test_data, adapter.schema)
+    with torch.no_grad():
+        probabilities = torch.sigmoid(adapter(dataset.tensors()).double()).numpy()
+    np.testing.assert_allclose(probabilities, run.predictions, atol=1e-6, rtol=0)
+    assert exact_efficiency_gap(adapter, dataset, np.arange(2)) < 1e-5
+
+
 # --- the import command ----------------------------------------------------------------------
 
 
@@ -591,3 +618,16 @@ def test_raw_csv_through_an_imported_model_with_pickle_opt_in(fitted_csv, tmp_pa
     with torch.no_grad():
         probabilities = torch.sigmoid(opted.model(dataset.tensors()).double()).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-6, rtol=0)
+    assert exact_efficiency_gap(opted.model, dataset, np.arange(2)) < 1e-5
+
+
+def test_import_command_reads_data_dir_from_config(deepfm_run, tmp_path, capsys):
+    run = deepfm_run
+    argv = [
+        "import", "fuxictr", "--config", str(run.config_dir), "--expid", run.expid, "--checkpoint", str(run.checkpoint),
+        "--model-zoo", str(ZOO_DIR), "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert run_cli(argv) == 0
+    assert json.loads(capsys.readouterr().out)["dataset_id"] == "tiny_parquet"
+    assert run_cli([*argv[:4], "--checkpoint", str(run.checkpoint), "--model-zoo", str(ZOO_DIR), "--out", str(tmp_path / "x")]) == 2
+    assert "--config and --expid go together" in capsys.readouterr().err

@@ -1,11 +1,13 @@
 """Read FuxiCTR artifacts and wrap a FuxiCTR checkpoint as a workbench model.
 
-FuxiCTR (PyPI ``fuxictr``) writes, per data set folder, ``feature_map.json``
-(fields, vocabulary sizes, sequence lengths), ``feature_vocab.json`` (raw token
-to index per categorical and sequence feature), ``feature_processor.pkl`` (the
-whole preprocessing object, including numeric normalisers) and the
-index-encoded splits (h5 up to v2.1, npz in v2.2, parquet from v2.3). A trained
-model is a plain ``state_dict`` saved as ``<expid>.model``.
+FuxiCTR (PyPI ``fuxictr``) writes these files into each data set folder:
+
+* ``feature_map.json``: fields, vocabulary sizes and sequence lengths.
+* ``feature_vocab.json``: raw token to index, per categorical and sequence feature.
+* ``feature_processor.pkl``: the whole preprocessing object, numeric normalisers included.
+* the index-encoded splits: h5 up to v2.1, npz in v2.2, parquet from v2.3.
+
+A trained model is a plain ``state_dict`` saved as ``<expid>.model``.
 
 This module
 
@@ -47,7 +49,7 @@ import pandas as pd
 
 from workbench.adapters.module import AdapterError
 from workbench.data import CTRDataset, DataError
-from workbench.schema import Field, Schema, SchemaError, Vocabulary, decode_value
+from workbench.schema import OOV_TOKEN, PAD_TOKEN, Field, Schema, SchemaError, Vocabulary, decode_value
 
 FEATURE_TYPES = ("categorical", "numeric", "sequence", "embedding", "meta")
 KNOWN_FEATURE_ENCODERS = {
@@ -202,11 +204,8 @@ def read_feature_map(path: str | Path | Mapping[str, Any]) -> FeatureMapInfo:
     if len(set(names)) != len(names):
         msg = f"{where} lists a feature twice: {sorted({n for n in names if names.count(n) > 1})}"
         raise FuxiCTRError(msg)
-    for feature in features:
-        shared = feature.spec.get("share_embedding")
-        if shared is not None and shared not in names:
-            msg = f"{where}: feature {feature.name!r} shares the embedding of {shared!r}, which is not a feature"
-            raise FuxiCTRError(msg)
+    # A share_embedding target that is not a feature (dropped by use_features) is allowed: FuxiCTR then gives
+    # the feature a table of its own.
     if not any(f.type != "meta" for f in features):
         msg = f"{where} has no input features (only meta features)"
         raise FuxiCTRError(msg)
@@ -230,6 +229,7 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
         raise FuxiCTRError(msg)
     spec = copy.deepcopy(spec)
     kind = spec.get("type")
+
     if kind not in FEATURE_TYPES:
         msg = f"{where}: feature {name!r} has unknown type {str(kind)[:40]!r}; FuxiCTR types are {', '.join(FEATURE_TYPES)}"
         raise FuxiCTRError(msg)
@@ -247,6 +247,7 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
             del spec["feature_encoder"]
         else:
             spec["feature_encoder"] = encoder
+
     if kind in ("categorical", "sequence"):
         size = spec.get("vocab_size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 2:
@@ -263,6 +264,7 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
         if oov is not None and oov != size - 1 and "share_embedding" not in spec:
             msg = f"{where}: feature {name!r} has oov_idx {oov!r}; the workbench needs OOV = vocab_size - 1 = {size - 1}"
             raise FuxiCTRError(msg)
+
     if kind == "sequence":
         max_len = spec.get("max_len")
         if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
@@ -276,6 +278,7 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
         if not isinstance(splitter, str) or not splitter:
             msg = f"{where}: sequence feature {name!r} has splitter {splitter!r}; it must be a non-empty string such as '^'"
             raise FuxiCTRError(msg)
+
     if kind == "embedding":
         dim = spec.get("pretrain_dim")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
@@ -439,7 +442,7 @@ def build_schema(
         The parsed feature map; its non-meta features become the fields, in order.
     vocab : mapping, optional
         ``feature_vocab.json`` content. Without it, the values of a field are the
-        index numbers as strings (``"1"``, ``"2"``, ...), and ``schema.extra`` says so.
+        index numbers as strings (``"1"``, ``"2"``, ...), and ``schema.extra`` records that.
     normalizers : mapping, optional
         ``{feature: (offset, scale)}`` of numeric features, so that the processed value
         is ``(raw - offset) / scale`` (StandardScaler: mean and std; MinMaxScaler: min and
@@ -719,12 +722,23 @@ def dataset_from_arrays(
         msg = f"{where}: label column {schema.label!r} has the value {bad[0]!r}; labels must be 0 or 1"
         raise DataError(msg)
     if raw is None:
-        raw = pd.DataFrame({f.name: [decode_value(f, value) for value in inputs[f.name]] for f in schema.fields})
+        raw = pd.DataFrame({f.name: _decoded_column(f, inputs[f.name]) for f in schema.fields})
         raw[schema.label] = labels
     return CTRDataset(
         schema, inputs, labels.astype(np.float32), raw, name=name, source=source,
         oov_counts=dict(oov_counts or {f.name: 0 for f in schema.fields}),
     )
+
+
+def _decoded_column(f: Field, values: np.ndarray) -> list[Any] | np.ndarray:
+    """Return the raw values behind one encoded column: tokens, numbers before normalisation, or joined histories."""
+    if f.kind == "categorical":
+        assert f.vocabulary is not None
+        tokens = np.asarray([PAD_TOKEN, *f.vocabulary.values, OOV_TOKEN], dtype=object)
+        return tokens[values]
+    if f.kind == "numeric":
+        return values.astype(np.float64) * f.std + f.mean
+    return [decode_value(f, row) for row in values]
 
 
 def load_processed_split(path: str | Path, schema: Schema, *, max_rows: int | None = None) -> CTRDataset:
@@ -1060,8 +1074,8 @@ def field_sources(module: Any, schema: Schema) -> dict[str, list[str]]:
     """
     from fuxictr.pytorch.layers import FeatureEmbeddingDict
 
-    # A shared table (share_embedding) is one module under two names; the adapter tells its calls apart only
-    # when every field lists it under the same path, so each module gets its first name.
+    # A shared table (share_embedding) is one module under two names. The adapter assigns its calls to fields
+    # only when every field lists it under the same path, so each module is listed under its first name.
     canonical = {id(sub): path for path, sub in module.named_modules()}
     sources: dict[str, list[str]] = {f.name: [] for f in schema.fields}
     for _, sub in module.named_modules():
