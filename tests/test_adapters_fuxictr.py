@@ -434,7 +434,13 @@ def test_installed_model_zoo_package():
     from fuxictr.pytorch.models import BaseModel
 
     cls = fx.resolve_model_class("DIN", "model_zoo.LongCTR")
-    assert issubclass(cls, BaseModel) and cls.__name__ == "DIN"
+    assert issubclass(cls, BaseModel)
+    assert cls.__name__ == "DIN"
+    info = fx.read_feature_map(TINY_DIR / "tiny_seq" / "feature_map.json")
+    params = {"embedding_dim": 4, "din_target_field": "adgroup_id", "din_sequence_field": "click_sequence"}
+    module = fx.build_module(cls, info, params)
+    with pytest.raises(fx.FuxiCTRError, match="LongCTR models are not supported yet"):
+        fx.make_adapter(module, fx.build_schema(info), name="fuxictr:DIN")
 
 
 # --- checkpoints -----------------------------------------------------------------------------

@@ -1091,6 +1091,12 @@ def make_adapter(module: Any, schema: Schema, *, name: str, probes: Any = None) 
     """Wrap a FuxiCTR module as a workbench ``ModuleAdapter`` (sources, input builder, logit hook)."""
     from workbench.adapters.module import EmbeddingSource, ModuleAdapter
 
+    if type(module).__module__.startswith("model_zoo.LongCTR"):
+        msg = (
+            f"{type(module).__name__} from model_zoo.LongCTR takes (batch, item, mask) tuples from FuxiCTR's LongCTR "
+            "data loader, not a dict of features; LongCTR models are not supported yet"
+        )
+        raise FuxiCTRError(msg)
     sources = field_sources(module, schema)
     unused = [field_name for field_name, paths in sources.items() if not paths]
     if unused:
@@ -1107,6 +1113,11 @@ def make_adapter(module: Any, schema: Schema, *, name: str, probes: Any = None) 
             if key not in kinds:
                 continue
             batch[key] = tensor.long() if kinds[key] in ("categorical", "sequence") else tensor.float()
+        if batch:
+            # BaseModel.get_inputs moves every input to module.device, fixed at construction (the CPU here);
+            # follow the batch so that the adapter can be moved to another device.
+            # NOTE: only run on the CPU so far; no test moves an adapter to a GPU.
+            module.device = next(iter(batch.values())).device
         return batch
 
     if probes is None:
