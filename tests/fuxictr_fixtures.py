@@ -364,19 +364,6 @@ def feature_map_schema(feature_map_path: Path, *, vocab_path: Path | None = None
     return Schema(fields, label=label)
 
 
-def tiny_frame(run: FuxiRun) -> pd.DataFrame:
-    """The test split as raw values (index strings; sequences joined with ``^``) plus the label."""
-    columns = {}
-    for name, values in run.test_columns.items():
-        if values.ndim == 2:
-            columns[name] = ["^".join(str(v) for v in row if v != 0) for row in values]
-        elif name in run.module.feature_map.labels:
-            columns[name] = values.astype(np.int64)
-        else:
-            columns[name] = [str(v) for v in values]
-    return pd.DataFrame(columns)
-
-
 # --- Frappe ---------------------------------------------------------------------------------
 
 

@@ -17,15 +17,21 @@ import torch
 
 from fuxictr_fixtures import (
     TINY_MODELS,
+    ZOO_DIR,
     cached,
     feature_map_schema,
     frappe_gdcn,
     require_frappe,
-    tiny_frame,
     train_tiny,
 )
+from workbench.adapters.fuxictr import (
+    field_sources,
+    load_config,
+    load_fuxictr_model,
+    load_processed_split,
+    resolve_model_class,
+)
 from workbench.adapters.fuxictr_probes import ProbeRecipeError, fuxictr_probes
-from workbench.adapters.module import EmbeddingSource, ModuleAdapter
 from workbench.data import encode
 from workbench.explain.api import explain
 from workbench.probes import capture_probes
@@ -33,47 +39,22 @@ from workbench.probes import capture_probes
 TINY_FLAT = [key for key in TINY_MODELS if key != "DIN"]
 
 
-# ----- building the adapter ----------------------------------------------------------------------
-
-
-def embedding_paths(module: torch.nn.Module, feature: str) -> tuple[str, ...]:
-    """Every embedding table ``feature`` is looked up in, by the first name of each table (shared tables once)."""
-    from fuxictr.pytorch.layers import FeatureEmbeddingDict
-
-    first_name: dict[int, str] = {}
-    for name, sub in module.named_modules():
-        first_name.setdefault(id(sub), name)
-    paths = [
-        first_name[id(sub.embedding_layers[feature])]
-        for _, sub in module.named_modules()
-        if isinstance(sub, FeatureEmbeddingDict) and feature in sub.embedding_layers
-    ]
-    return tuple(dict.fromkeys(paths))
-
-
-def adapt(run, schema) -> ModuleAdapter:
-    """Wrap a trained FuxiCTR model: ids are FuxiCTR's indices, the logit is the input of ``output_activation``."""
-    module = run.module
-    return ModuleAdapter(
-        module,
-        schema,
-        sources=[EmbeddingSource(f.name, modules=embedding_paths(module, f.name)) for f in schema.fields],
-        build_input=dict,
-        logit="input:output_activation",
-        read_output=lambda output: output["y_pred"],
-        name=f"fuxictr:{run.model}",
-        probes=fuxictr_probes(module, field_names=schema.field_names),
-    )
+def open_run(run):
+    """Open a FuxiCTR run as a user does: config, model class from the zoo folder, checkpoint from disk."""
+    params = load_config(run.config_dir, run.expid)
+    model_class = resolve_model_class(params["model"], ZOO_DIR)
+    return load_fuxictr_model(model_class, run.feature_map, run.checkpoint, params)
 
 
 class Tiny:
-    """A tiny run with its schema, encoded test split and adapter."""
+    """A tiny run with the adapter loaded from its files and its encoded test split."""
 
     def __init__(self, run):
         self.run = run
-        self.schema = feature_map_schema(run.feature_map)
-        self.data = encode(tiny_frame(run), self.schema)
-        self.adapter = adapt(run, self.schema)
+        self.adapter = open_run(run)
+        self.module = self.adapter.module
+        self.schema = self.adapter.schema
+        self.data = load_processed_split(run.test_data, self.schema)
 
     def batch(self, rows) -> dict[str, torch.Tensor]:
         """FuxiCTR's own batch of test rows: a dict of tensors keyed by feature name."""
@@ -142,14 +123,14 @@ def test_din_exact_shapley_history_player(tiny):
 
 def test_deepfm_slot_has_first_order(tiny):
     case = tiny["DeepFM"]
-    module = case.run.module
+    module = case.module
     inputs = case.data.tensors(np.arange(4))
     with torch.no_grad():
         slots = case.adapter.field_embedding(inputs)
         logits = case.adapter.logit_from_embeddings(slots)
     field = "brand"
     position = case.schema.field_names.index(field)
-    tables = embedding_paths(module, field)
+    tables = field_sources(module, case.schema)[field]
     assert len(tables) == 2
     assert tables[1].startswith("fm.lr_layer.")
     weights = module.get_submodule(tables[1]).weight[inputs[field]].squeeze(-1)
@@ -196,14 +177,14 @@ def test_probes_keep_predictions(tiny, key):
     assert set(capture.probes) == set(names)
     with torch.no_grad():
         logits = case.adapter(inputs).numpy()
-        fuxi = case.run.module(case.batch(np.arange(8)))["y_pred"].reshape(-1).numpy()
+        fuxi = case.module(case.batch(np.arange(8)))["y_pred"].reshape(-1).numpy()
     np.testing.assert_array_equal(capture.logits, logits)
     np.testing.assert_allclose(fuxi, case.run.predictions[:8], rtol=0, atol=1e-7)
 
 
 def test_gdcn_gate_probe_by_hand(tiny):
     case = tiny["GDCN"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([0, 7])
     capture = capture_probes(case.adapter, case.data.tensors(rows), names=["cross_gates"])
     gates = capture["cross_gates"]
@@ -228,14 +209,14 @@ def test_gdcn_static_cross_norms(tiny):
     case = tiny["GDCN"]
     values = capture_probes(case.adapter, case.data.tensors(np.arange(2)), names=["cross_weight_norms"])
     norms = values["cross_weight_norms"].values
-    weight = case.run.module.cross_net.w[1].weight.detach().double()
+    weight = case.module.cross_net.w[1].weight.detach().double()
     assert norms.shape == (3, 14, 14)
     np.testing.assert_allclose(norms[1, 2, 5], weight[8:12, 20:24].norm().item(), rtol=1e-6)
 
 
 def test_autoint_attention_by_hand(tiny):
     case = tiny["AutoInt"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([1, 4])
     attention = capture_probes(case.adapter, case.data.tensors(rows), names=["attention"])["attention"].values
     assert attention.shape == (2, 2, 2, 14, 14)
@@ -261,8 +242,8 @@ def test_autoint_attention_by_hand(tiny):
 def test_autoint_attention_in_schema_order(tiny):
     case = tiny["AutoInt"]
     reversed_names = list(reversed(case.schema.field_names))
-    probes = {p.name: p for p in fuxictr_probes(case.run.module, field_names=reversed_names)}
-    plain = {p.name: p for p in fuxictr_probes(case.run.module)}
+    probes = {p.name: p for p in fuxictr_probes(case.module, field_names=reversed_names)}
+    plain = {p.name: p for p in fuxictr_probes(case.module)}
     slots = case.adapter.field_embedding(case.data.tensors(np.arange(2)))
     with torch.no_grad():
         turned = probes["attention"].compute(case.adapter, slots).numpy()
@@ -272,17 +253,17 @@ def test_autoint_attention_in_schema_order(tiny):
 
 def test_field_names_must_match_features(tiny):
     with pytest.raises(ProbeRecipeError, match="must list the model's features"):
-        fuxictr_probes(tiny["AutoInt"].run.module, field_names=["userid", "no_such_field"])
+        fuxictr_probes(tiny["AutoInt"].module, field_names=["userid", "no_such_field"])
 
 
 def test_dcnv2_cross_norms_and_mixture_gates(tiny):
     case = tiny["DCNv2"]
     norms = capture_probes(case.adapter, case.data.tensors(np.arange(2)))["cross_weight_norms"].values
-    weight = case.run.module.crossnet.cross_layers[0].weight.detach().double()
+    weight = case.module.crossnet.cross_layers[0].weight.detach().double()
     np.testing.assert_allclose(norms[0, 13, 0], weight[52:56, 0:4].norm().item(), rtol=1e-6)
 
     mixture = tiny["DCNv2_MoE"]
-    module = mixture.run.module
+    module = mixture.module
     rows = np.asarray([0, 1, 2])
     gates = capture_probes(mixture.adapter, mixture.data.tensors(rows))["expert_gates"].values
     crossnet = module.crossnet
@@ -294,7 +275,7 @@ def test_dcnv2_cross_norms_and_mixture_gates(tiny):
 
 def test_finalmlp_stream_gates(tiny):
     case = tiny["FinalMLP"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([0, 5])
     capture = capture_probes(case.adapter, case.data.tensors(rows))
     fs = module.fs_module
@@ -312,7 +293,7 @@ def test_finalmlp_stream_gates(tiny):
 
 def test_fibinet_senet_and_pair_norms(tiny):
     case = tiny["FiBiNET"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([2, 3])
     capture = capture_probes(case.adapter, case.data.tensors(rows))
     with torch.no_grad():
@@ -330,7 +311,7 @@ def test_fibinet_senet_and_pair_norms(tiny):
 
 def test_masknet_first_mask(tiny):
     case = tiny["MaskNet"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([0, 9])
     mask = capture_probes(case.adapter, case.data.tensors(rows))["first_block_mask"]
     with torch.no_grad():
@@ -341,7 +322,7 @@ def test_masknet_first_mask(tiny):
 
 def test_din_target_attention_by_hand(tiny):
     case = tiny["DIN"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([89, 12])  # histories of 2 behaviours and of 1
     attention = capture_probes(case.adapter, case.data.tensors(rows))["target_attention"].values
     batch = case.batch(rows)
@@ -361,7 +342,7 @@ def test_din_target_attention_by_hand(tiny):
 
 def test_fm_pair_products(tiny):
     case = tiny["DeepFM"]
-    module = case.run.module
+    module = case.module
     rows = np.asarray([0, 1])
     products = capture_probes(case.adapter, case.data.tensors(rows))["fm_pair_products"].values
     with torch.no_grad():
@@ -380,6 +361,16 @@ def test_module_without_recipe_has_no_probes():
     assert fuxictr_probes(torch.nn.Linear(2, 1)) == []
 
 
+def test_probe_chunks_give_same_values(tiny):
+    case = tiny["GDCN"]
+    inputs = case.data.tensors(np.arange(8))
+    whole = capture_probes(case.adapter, inputs)
+    chunked = capture_probes(case.adapter, inputs, chunk_size=3)
+    np.testing.assert_allclose(chunked.logits, whole.logits, atol=1e-6)
+    for name in whole.probes:
+        np.testing.assert_allclose(chunked[name].values, whole[name].values, atol=1e-6)
+
+
 # ----- Frappe ------------------------------------------------------------------------------------
 
 
@@ -388,15 +379,27 @@ def frappe(tmp_path_factory):
     require_frappe()
     torch.set_num_threads(1)
     run = cached("frappe_gdcn", tmp_path_factory, frappe_gdcn)
-    schema = feature_map_schema(run.run.feature_map, vocab_path=run.run.data_dir / "feature_vocab.json", label="label")
-    data = encode(run.test_frame, schema)
-    return run, schema, data, adapt(run.run, schema)
+    adapter = open_run(run.run)
+    data = load_processed_split(run.run.test_data, adapter.schema)
+    return run, adapter, data
+
+
+@pytest.mark.frappe
+def test_frappe_schema_round_trip(frappe):
+    run, adapter, data = frappe
+    # The loader reads back the vocabulary written as feature_vocab.json, so raw test rows encode to the same ids.
+    assert adapter.schema.field_names == run.schema.field_names
+    for written, read in zip(run.schema.fields, adapter.schema.fields, strict=True):
+        assert read.vocabulary.values == written.vocabulary.values
+    vocab_path = run.run.data_dir / "feature_vocab.json"
+    raw = encode(run.test_frame, feature_map_schema(run.run.feature_map, vocab_path=vocab_path, label="label"))
+    for name in adapter.schema.field_names:
+        np.testing.assert_array_equal(raw.inputs[name], data.inputs[name])
 
 
 @pytest.mark.frappe
 def test_frappe_gdcn_predictions(frappe):
-    run, schema, data, adapter = frappe
-    assert schema.field_names == list(run.schema.field_names)
+    run, adapter, data = frappe
     with torch.no_grad():
         logits = adapter(data.tensors()).double()
     np.testing.assert_allclose(torch.sigmoid(logits).numpy(), run.run.predictions, rtol=0, atol=1e-6)
@@ -408,7 +411,7 @@ def test_frappe_gdcn_predictions(frappe):
 
 @pytest.mark.frappe
 def test_frappe_gdcn_exact_shapley(frappe):
-    _, _, data, adapter = frappe
+    _, adapter, data = frappe
     rows = np.arange(50)
     attribution = explain(adapter, data, rows=rows, method="exact_shapley")
     with torch.no_grad():
@@ -419,9 +422,9 @@ def test_frappe_gdcn_exact_shapley(frappe):
 
 @pytest.mark.frappe
 def test_frappe_gdcn_gate_probe(frappe):
-    run, schema, data, adapter = frappe
+    _, adapter, data = frappe
     gates = capture_probes(adapter, data.tensors(np.arange(20)), names=["cross_gates"])["cross_gates"]
-    assert gates.values.shape == (20, 3, len(schema.fields))
+    assert gates.values.shape == (20, 3, len(adapter.schema.fields))
     assert ((gates.values > 0) & (gates.values < 1)).all()
     # The gates depend on the sample.
     assert gates.values.std(axis=0).max() > 1e-3
