@@ -328,6 +328,29 @@ def test_unknown_history_item_acts_as_removed(din: DeepCTRSample) -> None:
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
+def test_adapt_rejects_model_it_cannot_reproduce() -> None:
+    # ONN looks each field up in a field-aware table per other field as well, which the adapter does not hook.
+    models = import_deepctr().models
+    inputs = import_deepctr().inputs
+    columns = [inputs.SparseFeat(name, 4, embedding_dim=2) for name in ("a", "b", "c")]
+    model = models.ONN(columns, columns, dnn_hidden_units=[16], init_std=0.5)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        # Untrained field-aware tables are near zero, so the missed lookups would change nothing yet.
+        for table in model.second_order_embedding_dict.parameters():
+            table.copy_(torch.randn(table.shape, generator=generator))
+    vocabularies = {name: ["w", "x", "y", "z"] for name in ("a", "b", "c")}
+    with pytest.raises(AdapterError, match="does not reproduce the model's own predictions"):
+        adapt_deepctr(model, columns_to_spec(columns), vocabularies)
+
+
+def test_adapt_rejects_regression_task() -> None:
+    spec = [{"type": "sparse", "name": "a", "vocabulary_size": 3, "embedding_dim": 2}]
+    model = build_deepctr_model("DeepFM", spec, {"task": "regression", "dnn_hidden_units": [4]})
+    with pytest.raises(AdapterError, match="task='regression'"):
+        adapt_deepctr(model, spec, {"a": ["x", "y", "z"]})
+
+
 # ----- explanations -------------------------------------------------------------------------------
 
 
@@ -407,6 +430,8 @@ def test_autoint_attention_probe_matches_hand_computation(criteo: DeepCTRSample)
             attention, x = _interacting_layer_by_hand(layer, x)
             got = values[:, layer_number][:, :, sparse][:, :, :, sparse]
             np.testing.assert_allclose(got, attention.numpy(), atol=1e-6)
+    one_row_chunks = capture_probes(adapter, dataset.tensors(), names=["attention"], chunk_size=1)["attention"].values
+    np.testing.assert_allclose(one_row_chunks, values, atol=1e-6)
     assert np.abs(values[..., dense, :]).max() == 0.0
     assert np.abs(values[..., dense]).max() == 0.0
     np.testing.assert_allclose(values[..., sparse, :].sum(axis=-1), 1.0, atol=1e-5)
@@ -428,6 +453,22 @@ def test_dcn_cross_probe_folds_matrix_to_field_blocks(criteo: DeepCTRSample) -> 
     expected_dense = kernels[0, 26 * d + 3, 1 * d : 2 * d].norm().item()
     assert norms[1, c2, c7] == pytest.approx(expected_sparse, rel=1e-6)
     assert norms[0, i4, c2] == pytest.approx(expected_dense, rel=1e-6)
+
+
+def test_dcn_vector_probe_gives_field_norms() -> None:
+    inputs = import_deepctr().inputs
+    columns = [inputs.SparseFeat("a", 3, embedding_dim=2), inputs.SparseFeat("b", 4, embedding_dim=2), inputs.DenseFeat("c", 1)]
+    spec = columns_to_spec(columns)
+    model = build_deepctr_model("DCN", spec, {"cross_num": 2, "cross_parameterization": "vector", "dnn_hidden_units": [4]})
+    adapter = adapt_deepctr(model, spec, {"a": ["x", "y", "z"], "b": ["p", "q", "r", "s"]})
+    rows = {"a": torch.tensor([1, 2]), "b": torch.tensor([3, 4]), "c": torch.tensor([0.5, -1.0])}
+    norms = capture_probes(adapter, rows, names=["cross_weight_norms"])["cross_weight_norms"].values
+    kernels = model.crossnet.kernels.detach().double()[..., 0]  # (layer, 5 bits): a a b b c
+    assert adapter.probes()[0].kind == "field_weight"
+    assert norms.shape == (2, 3)
+    assert norms[1, 0] == pytest.approx(kernels[1, 0:2].norm().item(), rel=1e-6)
+    assert norms[0, 1] == pytest.approx(kernels[0, 2:4].norm().item(), rel=1e-6)
+    assert norms[0, 2] == pytest.approx(abs(kernels[0, 4].item()), rel=1e-6)
 
 
 @needs_criteo
@@ -542,7 +583,7 @@ def test_load_rejects_weights_of_other_columns(criteo: DeepCTRSample, tmp_path: 
 def test_load_rejects_pickled_objects(criteo: DeepCTRSample, tmp_path: Path) -> None:
     trained = criteo.models["DeepFM"]
     weights = tmp_path / "model.pt"
-    # The whole module, pickled, as some users save it; weights_only loading refuses it.
+    # The whole module, pickled, as some users save it: weights_only loading rejects it.
     torch.save(build_deepctr_model("DeepFM", trained.spec, trained.params), weights)
     with pytest.raises(AdapterError, match="save it with torch.save\\(model.state_dict\\(\\), path\\)"):
         load_deepctr(weights, trained.spec_path, trained.vocabularies_path, model_class="DeepFM", params=trained.params)

@@ -21,8 +21,8 @@ feature columns nor the raw value of each id, so the user supplies both:
 :class:`workbench.adapters.module.ModuleAdapter`, so that explainers, probes
 and the app treat it as a native model.
 
-``import deepctr_torch`` starts a thread that asks pypi.org for a newer
-version. :func:`import_deepctr` loads the package's modules without running
+``import deepctr_torch`` starts a thread that requests the latest version
+from pypi.org. :func:`import_deepctr` loads the package's modules without running
 its ``__init__``, so nothing leaves the machine; use it instead of a plain import.
 """
 
@@ -59,7 +59,7 @@ COLUMN_TYPES = ("sparse", "dense", "varlen")
 COMBINERS = ("mean", "sum", "max")
 DTYPES = ("int32", "int64", "float32", "float64")
 MAX_EXACT_ID = 2**24
-"""DeepCTR passes ids inside a float32 tensor, which holds every whole number up to 2**24 exactly."""
+"""DeepCTR passes ids inside a float32 tensor, which represents every whole number up to 2**24 exactly."""
 
 
 # ----- importing the package -------------------------------------------------------------------
@@ -279,7 +279,7 @@ class ModelColumns:
         return {"linear": columns_to_spec(self.linear), "dnn": columns_to_spec(self.dnn)}
 
     def all_columns(self) -> list[Any]:
-        """Every column once, in ``build_input_features`` order (linear first, the first entry of a name wins)."""
+        """Return every column once, in ``build_input_features`` order (linear first, the first entry of a name wins)."""
         seen: dict[str, Any] = {}
         for column in self.linear + self.dnn:
             seen.setdefault(column.name, column)
@@ -790,16 +790,64 @@ def adapt_deepctr(model: nn.Module, spec: Any, vocabularies: Mapping[str, Any], 
         sources.append(EmbeddingSource(f.name, modules=tuple(modules)))
         assert f.vocabulary is not None
         zero_ids[f.name] = [PAD_INDEX, f.vocabulary.oov_index]
-    return ModuleAdapter(
+    build_input = _input_builder(model, columns, schema, lookups)
+    adapter = ModuleAdapter(
         model,
         schema,
         sources=sources,
-        build_input=_input_builder(model, columns, schema, lookups),
+        build_input=build_input,
         logit="input:out",
         name=name or f"deepctr:{type(model).__name__}",
         probes=deepctr_probes(model, schema),
         zero_ids=zero_ids,
     )
+    _check_reproduces(adapter, build_input)
+    return adapter
+
+
+def _check_rows(schema: Schema) -> dict[str, torch.Tensor]:
+    """Two rows: every field at its last and its second-to-last known value, numeric fields at 0.5 and -1.
+
+    The last values have the highest DeepCTR ids, which differ from id 0,
+    where PAD and the placeholder batch of the adapter are looked up.
+    """
+    rows: dict[str, torch.Tensor] = {}
+    for f in schema.fields:
+        if f.kind in ("categorical", "sequence"):
+            assert f.vocabulary is not None
+            n_values = len(f.vocabulary.values)
+            ids = torch.tensor([n_values, max(1, n_values - 1)])
+            rows[f.name] = ids if f.kind == "categorical" else ids[:, None].expand(2, f.max_length).clone()
+        elif f.kind == "dense":
+            rows[f.name] = torch.tensor([[0.5] * f.dim, [-1.0] * f.dim])
+        else:
+            rows[f.name] = torch.tensor([0.5, -1.0])
+    return rows
+
+
+def _check_reproduces(adapter: ModuleAdapter, build_input: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> None:
+    """Check that the adapter's probabilities equal the model's own on two rows.
+
+    A model that looks a field up in a table the adapter does not list (ONN's
+    field-aware tables, for one) would get PAD ids there when the adapter
+    replays slots, and its predictions would drift without an error.
+    """
+    model = adapter.module
+    if getattr(model.out, "task", "binary") != "binary":
+        msg = f"the {type(model).__name__} was built with task={model.out.task!r}; the workbench explains binary click models only"
+        raise AdapterError(msg)
+    rows = _check_rows(adapter.schema)
+    with torch.no_grad():
+        own = model(build_input(rows)).reshape(-1).double()
+        adapted = torch.sigmoid(adapter(rows).double())
+    difference = (own - adapted).abs().max().item()
+    if difference > 1e-5:
+        msg = (
+            f"the adapted {type(model).__name__} does not reproduce the model's own predictions (they differ by "
+            f"{difference:.2g} on example rows): the model reads inputs outside the tables the adapter hooks, so it "
+            f"is not supported; supported classes: {', '.join(MODEL_CLASSES)}"
+        )
+        raise AdapterError(msg)
 
 
 # ----- rebuilding and loading ------------------------------------------------------------------
