@@ -2,7 +2,7 @@
 
 The data are FuxiCTR's own tiny samples (``../shared/data/fuxictr_tiny``).
 Vocabularies and the feature processor pickle come from running the real
-``fuxictr`` package's ``FeatureProcessor.fit`` on ``tiny_csv``; models are
+``fuxictr`` package's ``FeatureProcessor.fit`` on ``tiny_csv``. Models are
 trained with FuxiCTR's own ``fit`` (``tests/fuxictr_fixtures.py``), and the
 reference predictions are FuxiCTR's own ``predict``.
 """
@@ -157,7 +157,8 @@ def test_v1_feature_map_written_by_hand(tmp_path):
     assert [f.name for f in info.fields] == ["item", "user", "price"]
     schema = fx.build_schema(info, label="click")
     assert [f.kind for f in schema.fields] == ["categorical", "categorical", "numeric"]
-    assert len(schema["item"].vocabulary) == 6 and schema.label == "click"
+    assert len(schema["item"].vocabulary) == 6
+    assert schema.label == "click"
     with pytest.raises(fx.FuxiCTRError, match=r"FuxiCTR 1\.x"):
         fx.build_module(object, info, {"embedding_dim": 4})
 
@@ -566,8 +567,10 @@ def test_import_command_errors_are_one_line(deepfm_run, tmp_path, capsys, change
     ]  # fmt: skip
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and message in err
-    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("error: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
 
 
 def test_import_command_needs_embedding_dim(deepfm_run, tmp_path, capsys):

@@ -39,11 +39,20 @@ def register(subparsers: Any) -> None:
     fuxictr.add_argument(
         "--model-zoo",
         required=True,
-        help="folder that holds <Model>/src/ as FuxiCTR's model_zoo does, or an installed package such as model_zoo.LongCTR",
+        help=(
+            "folder that holds <Model>/src/ as FuxiCTR's model_zoo does, or an installed package such as "
+            "model_zoo.LongCTR"
+        ),
     )
-    fuxictr.add_argument("--data-dir", type=Path, help="FuxiCTR data folder with feature_map.json (default: data_root/dataset_id from --config)")
+    fuxictr.add_argument(
+        "--data-dir",
+        type=Path,
+        help="FuxiCTR data folder with feature_map.json (default: data_root/dataset_id from --config)",
+    )
     fuxictr.add_argument("--model", help="model class name, such as DeepFM (default: 'model' from --config)")
-    fuxictr.add_argument("--config", type=Path, help="FuxiCTR config folder with model_config.yaml and dataset_config.yaml")
+    fuxictr.add_argument(
+        "--config", type=Path, help="FuxiCTR config folder with model_config.yaml and dataset_config.yaml"
+    )
     fuxictr.add_argument("--expid", help="experiment id in model_config.yaml (with --config)")
     fuxictr.add_argument(
         "--param",
@@ -74,7 +83,10 @@ def _params(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     params: dict[str, Any] = {}
     data_dir = args.data_dir
     if (args.config is None) != (args.expid is None):
-        msg = "--config and --expid go together: give both (a FuxiCTR config folder and an experiment id in it) or neither"
+        msg = (
+            "--config and --expid go together: give both (a FuxiCTR config folder and an experiment id in it) "
+            "or neither"
+        )
         raise CLIError(msg)
     if args.config is not None:
         params = fuxictr.load_config(args.config, args.expid)
@@ -95,7 +107,10 @@ def _params(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         msg = "give --data-dir, the FuxiCTR data folder with feature_map.json (its name is the dataset id)"
         raise CLIError(msg)
     if not (Path(data_dir) / "feature_map.json").is_file():
-        msg = f"{str(data_dir)!r} has no feature_map.json; --data-dir must be the FuxiCTR data folder of the training run"
+        msg = (
+            f"{str(data_dir)!r} has no feature_map.json; --data-dir must be the FuxiCTR data folder of the "
+            "training run"
+        )
         raise CLIError(msg)
     if "embedding_dim" not in params:
         msg = "the params have no embedding_dim; add --param embedding_dim=N with the model's embedding size"

@@ -63,7 +63,8 @@ NO_ENCODER = (None, "null", "None", "none", "")
 KNOWN_DTYPES = frozenset({"str", "int", "float", "np.int32", "np.int64", "np.float32", "np.float64"})
 """``dtype`` strings of FuxiCTR feature columns that are accepted (FuxiCTR's preprocessing evaluates them)."""
 KNOWN_ACTIVATIONS = frozenset(
-    {"relu", "sigmoid", "tanh", "softmax", "prelu", "dice", "leakyrelu", "elu", "selu", "gelu", "identity", "silu", "linear"}
+    {"relu", "sigmoid", "tanh", "softmax", "prelu", "dice", "leakyrelu", "elu", "selu", "gelu", "identity", "silu"}
+    | {"linear"}
 )
 """Activation names accepted in model params (compared in lower case); FuxiCTR looks other names up in ``torch.nn``."""
 FORCED_PARAMS = {
@@ -181,16 +182,24 @@ def read_feature_map(path: str | Path | Mapping[str, Any]) -> FeatureMapInfo:
         items = []
         for entry in content["features"]:
             if not isinstance(entry, dict) or len(entry) != 1:
-                msg = f"{where}: each entry of 'features' must be an object with one key (the feature name); got {str(entry)[:120]}"
+                msg = (
+                    f"{where}: each entry of 'features' must be an object with one key (the feature name); got "
+                    f"{str(entry)[:120]}"
+                )
                 raise FuxiCTRError(msg)
             items.extend(entry.items())
-        with_oov = [spec for _, spec in items if isinstance(spec, dict) and spec.get("type") in ("categorical", "sequence")]
+        with_oov = [
+            spec for _, spec in items if isinstance(spec, dict) and spec.get("type") in ("categorical", "sequence")
+        ]
         all_oov = bool(with_oov) and all("oov_idx" in spec for spec in with_oov)
         some_pretrained = any("pretrained_emb" in spec for spec in with_oov)
         dialect = "v2.0-2.1" if all_oov and not some_pretrained else "v2.2+"
         labels = content.get("labels", [])
     else:
-        msg = f"{where} has neither 'features' (FuxiCTR 2.x) nor 'feature_specs' (FuxiCTR 1.x); is it a FuxiCTR feature_map.json?"
+        msg = (
+            f"{where} has neither 'features' (FuxiCTR 2.x) nor 'feature_specs' (FuxiCTR 1.x); is it a FuxiCTR "
+            "feature_map.json?"
+        )
         raise FuxiCTRError(msg)
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         msg = f"{where}: 'labels' must be a list of column names; got {str(labels)[:80]}"
@@ -231,7 +240,10 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
     kind = spec.get("type")
 
     if kind not in FEATURE_TYPES:
-        msg = f"{where}: feature {name!r} has unknown type {str(kind)[:40]!r}; FuxiCTR types are {', '.join(FEATURE_TYPES)}"
+        msg = (
+            f"{where}: feature {name!r} has unknown type {str(kind)[:40]!r}; FuxiCTR types are "
+            f"{', '.join(FEATURE_TYPES)}"
+        )
         raise FuxiCTRError(msg)
     if "pretrained_emb" in spec:
         msg = (
@@ -258,11 +270,17 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
             raise FuxiCTRError(msg)
         padding = spec.get("padding_idx", 0)
         if padding not in (0, None):
-            msg = f"{where}: feature {name!r} has padding_idx {padding!r}; the workbench needs PAD at index 0, as FuxiCTR writes it"
+            msg = (
+                f"{where}: feature {name!r} has padding_idx {padding!r}; the workbench needs PAD at index 0, as "
+                "FuxiCTR writes it"
+            )
             raise FuxiCTRError(msg)
         oov = spec.get("oov_idx")
         if oov is not None and oov != size - 1 and "share_embedding" not in spec:
-            msg = f"{where}: feature {name!r} has oov_idx {oov!r}; the workbench needs OOV = vocab_size - 1 = {size - 1}"
+            msg = (
+                f"{where}: feature {name!r} has oov_idx {oov!r}; the workbench needs OOV = vocab_size - 1 = "
+                f"{size - 1}"
+            )
             raise FuxiCTRError(msg)
 
     if kind == "sequence":
@@ -276,7 +294,10 @@ def _check_feature(name: Any, spec: Any, where: str) -> FeatureSpec:
             raise FuxiCTRError(msg)
         splitter = spec.get("splitter", "^")
         if not isinstance(splitter, str) or not splitter:
-            msg = f"{where}: sequence feature {name!r} has splitter {splitter!r}; it must be a non-empty string such as '^'"
+            msg = (
+                f"{where}: sequence feature {name!r} has splitter {splitter!r}; it must be a non-empty string "
+                "such as '^'"
+            )
             raise FuxiCTRError(msg)
 
     if kind == "embedding":
@@ -415,7 +436,10 @@ def _vocabulary_values(feature: FeatureSpec, vocab: Mapping[str, int] | None) ->
             )
             raise FuxiCTRError(msg)
         if index in by_index:
-            msg = f"feature_vocab.json: feature {feature.name!r} maps both {by_index[index][:40]!r} and {token[:40]!r} to {index}"
+            msg = (
+                f"feature_vocab.json: feature {feature.name!r} maps both {by_index[index][:40]!r} and "
+                f"{token[:40]!r} to {index}"
+            )
             raise FuxiCTRError(msg)
         by_index[index] = token
     # remap=False vocabularies keep the raw ids as indices and so can have gaps; a gap gets a placeholder value.
@@ -511,7 +535,9 @@ def build_schema(
         raise FuxiCTRError(msg) from err
 
 
-def read_normalizers(path: str | Path, info: FeatureMapInfo, *, allow_pickle: bool = False) -> dict[str, tuple[float, float]]:
+def read_normalizers(
+    path: str | Path, info: FeatureMapInfo, *, allow_pickle: bool = False
+) -> dict[str, tuple[float, float]]:
     """Read the numeric normalisers of ``feature_processor.pkl`` as ``{feature: (offset, scale)}``.
 
     The statistics exist only in the pickle, and unpickling runs code named in
@@ -568,10 +594,16 @@ def _scaler_offset_scale(scaler: Any, name: str) -> tuple[float, float]:
         else:
             raise ValueError(kind)
     except (AttributeError, IndexError, ValueError) as err:
-        msg = f"numeric feature {name!r}: normaliser {kind} is not a fitted StandardScaler or MinMaxScaler with range (0, 1) ({err})"
+        msg = (
+            f"numeric feature {name!r}: normaliser {kind} is not a fitted StandardScaler or MinMaxScaler with "
+            f"range (0, 1) ({err})"
+        )
         raise FuxiCTRError(msg) from err
     if not (math.isfinite(offset) and math.isfinite(scale) and scale > 0):
-        msg = f"numeric feature {name!r}: normaliser {kind} has offset {offset} and scale {scale}; the scale must be finite and above 0"
+        msg = (
+            f"numeric feature {name!r}: normaliser {kind} has offset {offset} and scale {scale}; the scale must "
+            "be finite and above 0"
+        )
         raise FuxiCTRError(msg)
     return offset, scale
 
@@ -610,7 +642,10 @@ def read_processed_arrays(path: str | Path) -> dict[str, np.ndarray]:
         parts = sorted(p for p in path.iterdir() if p.suffix in SPLIT_SUFFIXES and p.is_file())
         suffixes = {p.suffix for p in parts}
         if not parts or len(suffixes) > 1:
-            msg = f"{str(path)!r} must be a folder of .parquet, .npz or .h5 parts of one format; found {sorted(suffixes) or 'none'}"
+            msg = (
+                f"{str(path)!r} must be a folder of .parquet, .npz or .h5 parts of one format; found "
+                f"{sorted(suffixes) or 'none'}"
+            )
             raise DataError(msg)
         arrays = [read_processed_arrays(p) for p in parts]
         columns = list(arrays[0])
@@ -653,7 +688,10 @@ def _arrow_column(column: Any, name: str, path: Path) -> np.ndarray:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or pa.types.is_fixed_size_list(column.type):
         lengths = np.asarray(column.value_lengths().fill_null(0))
         if len(lengths) and (lengths != lengths[0]).any():
-            msg = f"{str(path)!r}: list column {name!r} has rows of different lengths ({lengths.min()}..{lengths.max()})"
+            msg = (
+                f"{str(path)!r}: list column {name!r} has rows of different lengths "
+                f"({lengths.min()}..{lengths.max()})"
+            )
             raise DataError(msg)
         width = int(lengths[0]) if len(lengths) else 0
         return np.asarray(column.flatten()).reshape(len(column), width)
@@ -661,7 +699,12 @@ def _arrow_column(column: Any, name: str, path: Path) -> np.ndarray:
 
 
 def dataset_from_arrays(
-    arrays: Mapping[str, np.ndarray], schema: Schema, *, name: str = "", source: str = "", raw: pd.DataFrame | None = None,
+    arrays: Mapping[str, np.ndarray],
+    schema: Schema,
+    *,
+    name: str = "",
+    source: str = "",
+    raw: pd.DataFrame | None = None,
     oov_counts: Mapping[str, int] | None = None,
 ) -> CTRDataset:
     """Build a dataset from FuxiCTR-encoded columns; the ids pass through unchanged, after a range check.
@@ -684,11 +727,17 @@ def dataset_from_arrays(
             raise DataError(msg)
         if f.kind in ("categorical", "sequence"):
             if not np.issubdtype(array.dtype, np.number):
-                msg = f"{where}: column {f.name!r} has {array.dtype} values, but processed FuxiCTR data holds index numbers"
+                msg = (
+                    f"{where}: column {f.name!r} has {array.dtype} values, but processed FuxiCTR data holds "
+                    "index numbers"
+                )
                 raise DataError(msg)
             ids = array.astype(np.int64)
             if not np.array_equal(ids, array):
-                msg = f"{where}: column {f.name!r} holds non-whole numbers, but processed FuxiCTR data holds index numbers"
+                msg = (
+                    f"{where}: column {f.name!r} holds non-whole numbers, but processed FuxiCTR data holds index "
+                    "numbers"
+                )
                 raise DataError(msg)
             expected_ndim = 1 if f.kind == "categorical" else 2
             if ids.ndim != expected_ndim or (f.kind == "sequence" and ids.shape[1] != f.max_length):
@@ -713,7 +762,10 @@ def dataset_from_arrays(
         else:
             values = array.astype(np.float32).reshape(n_rows, -1)
             if values.shape[1] != f.dim:
-                msg = f"{where}: column {f.name!r} has vectors of length {values.shape[1]}; the feature map needs {f.dim}"
+                msg = (
+                    f"{where}: column {f.name!r} has vectors of length {values.shape[1]}; the feature map needs "
+                    f"{f.dim}"
+                )
                 raise DataError(msg)
             inputs[f.name] = values
     labels = np.asarray(arrays[schema.label], dtype=float).reshape(n_rows)
@@ -749,7 +801,9 @@ def load_processed_split(path: str | Path, schema: Schema, *, max_rows: int | No
     return dataset_from_arrays(arrays, schema, name=Path(path).name, source=str(path))
 
 
-def encode_raw_frame(frame: pd.DataFrame, schema: Schema, info: FeatureMapInfo) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+def encode_raw_frame(
+    frame: pd.DataFrame, schema: Schema, info: FeatureMapInfo
+) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     """Encode raw values with FuxiCTR's rules; return the arrays and the OOV count per field.
 
     Categorical: the token's index, OOV for unknown and missing values (FuxiCTR
@@ -778,7 +832,8 @@ def encode_raw_frame(frame: pd.DataFrame, schema: Schema, info: FeatureMapInfo) 
             for row, cell in enumerate(column):
                 items = [] if _token(cell) == "" else _token(cell).split(f.separator)
                 ids = [f.vocabulary.index_of(item) if item != "" else 0 for item in items]
-                n_oov += sum(1 for item, index in zip(items, ids, strict=True) if item != "" and index == f.vocabulary.oov_index)
+                oov = f.vocabulary.oov_index
+                n_oov += sum(1 for item, index in zip(items, ids, strict=True) if item != "" and index == oov)
                 kept = ids[: f.max_length] if padding == "post" else ids[-f.max_length :]
                 if padding == "post":
                     out[row, : len(kept)] = kept
@@ -820,7 +875,10 @@ def load_raw_csv(
     frame = read_frame(path, label=schema.label, max_rows=max_rows)
     missing = [name for name in [*schema.field_names, schema.label] if name not in frame.columns]
     if missing:
-        msg = f"{str(path)!r} has no column(s) {', '.join(map(repr, missing))}; columns found: {', '.join(map(str, frame.columns[:30]))}"
+        msg = (
+            f"{str(path)!r} has no column(s) {', '.join(map(repr, missing))}; columns found: "
+            f"{', '.join(map(str, frame.columns[:30]))}"
+        )
         raise DataError(msg)
     arrays, oov_counts = encode_raw_frame(frame, schema, info)
     arrays[schema.label] = pd.to_numeric(frame[schema.label], errors="coerce").to_numpy(dtype=float)
@@ -828,7 +886,7 @@ def load_raw_csv(
 
 
 def load_dataset(path: str | Path, schema: Schema, *, max_rows: int | None = None, **_: Any) -> CTRDataset:
-    """Read data for a schema built by :func:`build_schema`: processed splits pass through, CSV goes through the vocabulary.
+    """Read data for a schema built by :func:`build_schema`, keeping processed ids and encoding raw CSV.
 
     ``.parquet`` files and folders, ``.npz`` and ``.h5`` are read as processed
     (FuxiCTR-encoded) splits; ``.csv`` and ``.tsv`` files as raw values. This is the
@@ -842,9 +900,9 @@ def load_dataset(path: str | Path, schema: Schema, *, max_rows: int | None = Non
         numeric = [f.name for f in schema.fields if f.kind == "numeric"]
         if numeric and details.get("numeric_values") != "raw":
             msg = (
-                f"{str(path)!r} is raw CSV, but the numeric field(s) {', '.join(map(repr, numeric))} need FuxiCTR's normaliser "
-                "statistics, which exist only in feature_processor.pkl; import with --allow-pickle (only for a pickle you "
-                "trust), or give the processed split (parquet, npz or h5)"
+                f"{str(path)!r} is raw CSV, but the numeric field(s) {', '.join(map(repr, numeric))} need "
+                "FuxiCTR's normaliser statistics, which exist only in feature_processor.pkl; import with "
+                "--allow-pickle (only for a pickle you trust), or give the processed split (parquet, npz or h5)"
             )
             raise DataError(msg)
         return load_raw_csv(path, schema, info, max_rows=max_rows)
@@ -858,7 +916,8 @@ def _info_from_schema(schema: Schema) -> dict[str, Any]:
         if f.kind == "categorical":
             features.append({f.name: {"type": "categorical", "vocab_size": len(f.vocabulary)}})
         elif f.kind == "sequence":
-            features.append({f.name: {"type": "sequence", "vocab_size": len(f.vocabulary), "max_len": f.max_length, "splitter": f.separator}})
+            spec = {"type": "sequence", "vocab_size": len(f.vocabulary), "max_len": f.max_length, "splitter": f.separator}
+            features.append({f.name: spec})
         elif f.kind == "numeric":
             features.append({f.name: {"type": "numeric"}})
         else:
@@ -989,7 +1048,10 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
         if "activation" in key.lower():
             for item in value if isinstance(value, list) else [value]:
                 if item is not None and not (isinstance(item, str) and item.lower() in KNOWN_ACTIVATIONS):
-                    msg = f"param {key} has {str(item)[:60]!r}; accepted activation names: {', '.join(sorted(KNOWN_ACTIVATIONS))}"
+                    msg = (
+                        f"param {key} has {str(item)[:60]!r}; accepted activation names: "
+                        f"{', '.join(sorted(KNOWN_ACTIVATIONS))}"
+                    )
                     raise FuxiCTRError(msg)
     embedding_dim = out.get("embedding_dim")
     if not isinstance(embedding_dim, int) or isinstance(embedding_dim, bool) or embedding_dim < 1:
@@ -1051,10 +1113,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or others for a file it rejects.
-        msg = f"could not load {str(path)!r} as a weights-only PyTorch checkpoint: {type(err).__name__}: {str(err)[:300]}"
+        msg = (
+            f"could not load {str(path)!r} as a weights-only PyTorch checkpoint: {type(err).__name__}: "
+            f"{str(err)[:300]}"
+        )
         raise FuxiCTRError(msg) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        msg = f"{str(path)!r} is not a FuxiCTR checkpoint: it must hold a state_dict (names to tensors), as BaseModel.save_weights writes"
+        msg = (
+            f"{str(path)!r} is not a FuxiCTR checkpoint: it must hold a state_dict (names to tensors), as "
+            "BaseModel.save_weights writes"
+        )
         raise FuxiCTRError(msg)
     return state
 
@@ -1222,7 +1290,8 @@ def recipe_for(adapter: Any, model_class: type, model_zoo: str | Path, params: M
     zoo = str(model_zoo)
     if Path(zoo).expanduser().exists():
         zoo = str(Path(zoo).expanduser().resolve())
-    kept = {k: v for k, v in params.items() if k not in FORCED_PARAMS and k not in ("model_root", "use_features", "feature_specs")}
+    dropped = {*FORCED_PARAMS, "model_root", "use_features", "feature_specs"}
+    kept = {k: v for k, v in params.items() if k not in dropped}
     return {
         "model_class": model_class.__name__,
         "model_zoo": zoo,
@@ -1280,7 +1349,10 @@ def load_config(config_dir: str | Path, expid: str) -> dict[str, Any]:
     config_dir = Path(config_dir)
     model_blocks = _yaml_blocks(config_dir, "model_config")
     if expid not in model_blocks:
-        msg = f"experiment id {expid!r} not found in {str(config_dir)!r}; experiment ids there: {', '.join(k for k in model_blocks if k != 'Base')[:400]}"
+        msg = (
+            f"experiment id {expid!r} not found in {str(config_dir)!r}; experiment ids there: "
+            f"{', '.join(k for k in model_blocks if k != 'Base')[:400]}"
+        )
         raise FuxiCTRError(msg)
     params: dict[str, Any] = {}
     for key in ("Base", expid):
@@ -1310,7 +1382,8 @@ def load_config(config_dir: str | Path, expid: str) -> dict[str, Any]:
 def _yaml_blocks(config_dir: Path, stem: str) -> dict[str, Any]:
     import yaml
 
-    files = [config_dir / f"{stem}.yaml"] if (config_dir / f"{stem}.yaml").is_file() else sorted((config_dir / stem).glob("*.yaml"))
+    single = config_dir / f"{stem}.yaml"
+    files = [single] if single.is_file() else sorted((config_dir / stem).glob("*.yaml"))
     if not files:
         msg = f"no {stem}.yaml (or {stem}/*.yaml) in {str(config_dir)!r}"
         raise FuxiCTRError(msg)
