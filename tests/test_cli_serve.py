@@ -77,3 +77,38 @@ def test_serve_passes_address_and_upload_limit(monkeypatch, options, address, up
     argv = started["argv"]
     assert argv[argv.index("--server.address") + 1] == address
     assert argv[argv.index("--server.maxUploadSize") + 1] == upload_mb
+
+
+def test_serve_allow_root_sets_environment(monkeypatch, tmp_path):
+    from workbench import cli
+    from workbench.app.sources import ALLOWED_ROOTS_ENV
+
+    first, second = tmp_path / "team", tmp_path / "shared data"
+    first.mkdir()
+    second.mkdir()
+    (tmp_path / "link").symlink_to(second, target_is_directory=True)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, "/srv/earlier")
+    monkeypatch.chdir(tmp_path)
+    started = {}
+
+    def fake_execve(path, argv, env):
+        started["env"] = env
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--allow-root", str(first), "--allow-root", "link"])
+
+    roots = started["env"][ALLOWED_ROOTS_ENV].split(os.pathsep)
+    assert roots == ["/srv/earlier", str(first.resolve()), str(second.resolve())]
+
+
+def test_serve_allow_root_must_exist(monkeypatch, tmp_path, capsys):
+    from workbench import cli
+
+    monkeypatch.setattr(cli.os, "execve", lambda *args: pytest.fail("the server must not start"))
+    status = cli.main(["serve", "--allow-root", str(tmp_path / "absent")])
+
+    assert status == 2
+    error = capsys.readouterr().err
+    assert f"--allow-root '{tmp_path / 'absent'}' is not an existing folder" in error

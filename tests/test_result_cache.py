@@ -395,3 +395,48 @@ def test_cli_cache_skips_unseeded_sampling(tmp_path, inputs, caplog):
     assert status == 0, stderr
     assert "--random-state is not set" in caplog.text
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+# --- the app ----------------------------------------------------------------------------------------
+
+
+def test_app_reuses_cache_dir(tmp_path, monkeypatch, tiny_models_dir, tiny_data_dir):
+    from streamlit.testing.v1 import AppTest
+
+    from helpers import point_app_at
+    from workbench.app import state
+
+    setup = point_app_at(monkeypatch, tiny_models_dir, tiny_data_dir)
+    next(setup)
+    monkeypatch.setenv("WORKBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    real_explain = state.explain
+    calls = []
+
+    def counting_explain(*args, **kwargs):
+        calls.append(1)
+        return real_explain(*args, **kwargs)
+
+    monkeypatch.setattr(state, "explain", counting_explain)
+
+    def completeness_metric() -> str:
+        app = AppTest.from_file(str(REPO_ROOT / "app.py"), default_timeout=120)
+        app.session_state["importance_rows"] = 20
+        app.run()
+        app.switch_page("workbench/app/pages/importance.py")
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        return next(m.value for m in app.metric if m.label == "Completeness gap share")
+
+    try:
+        first = completeness_metric()
+        import streamlit as st
+
+        st.cache_data.clear()  # as after a restart of the app: only the disk cache is left
+        second = completeness_metric()
+    finally:
+        next(setup, None)
+
+    assert len(calls) == 1
+    assert second == first
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1

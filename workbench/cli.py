@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from workbench.app.sources import ALLOWED_ROOTS_ENV
 from workbench.bundle import Bundle, BundleError, json_safe, load_bundle, save_bundle
 from workbench.data import (
     FEATURE_MAP_NAME,
@@ -449,6 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--models", type=Path, help="folder of bundles to list (default: models/ of the repository)")
     serve.add_argument("--data", type=Path, help="folder of data files to list (default: sample_data/ of the repository)")
+    serve.add_argument(
+        "--allow-root",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=(
+            "also let the app open bundles and data files under this folder (repeatable). Without it, paths typed "
+            "in the app or given in its URL must lie under the working folder, the --models folder or the --data "
+            "folder, or a folder listed in WORKBENCH_ALLOWED_ROOTS"
+        ),
+    )
     serve.set_defaults(handler=run_serve)
     return parser
 
@@ -970,6 +983,14 @@ def run_serve(args: argparse.Namespace) -> int:
         env["WORKBENCH_MODELS_DIR"] = str(args.models.resolve())
     if args.data is not None:
         env["WORKBENCH_DATA_DIR"] = str(args.data.resolve())
+    roots = [part for part in env.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if part.strip()]
+    for root in args.allow_root:
+        if not root.expanduser().is_dir():
+            msg = f"--allow-root {str(root)!r} is not an existing folder; give a folder the app may open files under"
+            raise CLIError(msg)
+        roots.append(str(root.expanduser().resolve()))
+    if roots:
+        env[ALLOWED_ROOTS_ENV] = os.pathsep.join(roots)
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", args.address, "--server.port", str(args.port),

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import streamlit as st
 
 from workbench.app import cohort_views, sources, state, url_state
 
 
-def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: str, typed_help: str) -> Path | None:
+def _choose_path(
+    label: str,
+    options: dict[str, str],
+    *,
+    key: str,
+    expect: Literal["folder", "file"],
+    typed_label: str,
+    typed_help: str,
+) -> Path | None:
     """Show a select box of ``options`` (path to label) and a text box, and return the chosen path.
 
-    A typed path takes precedence over the select box.
+    A typed path takes precedence over the select box. It is checked with
+    :func:`sources.check_user_path`, and when the check fails the sidebar shows
+    ``st.error`` and the path chosen in the previous run is kept.
     """
     choice_key = f"{key}_choice"
     # A choice kept from an earlier run may not be offered any more (another bundle
@@ -28,9 +39,20 @@ def _choose_path(label: str, options: dict[str, str], *, key: str, typed_label: 
         key=choice_key,
     )
     typed = st.text_input(typed_label, key=f"{key}_typed", help=typed_help, placeholder="/path/to/…")
+    chosen_key = f"{key}_checked"
     if typed.strip():
-        return sources.user_path(typed)
-    return Path(choice) if choice else None
+        try:
+            path = sources.check_user_path(typed, expect=expect, also_allowed={Path(option) for option in options})
+        except sources.UserPathError as err:
+            st.error(f"{err}\n\nThe previous selection is kept.")
+            kept = st.session_state.get(chosen_key)
+            if kept:
+                return Path(kept)
+            return Path(choice) if choice else None
+    else:
+        path = Path(choice) if choice else None
+    st.session_state[chosen_key] = None if path is None else str(path)
+    return path
 
 
 KEPT_KEYS = (
@@ -73,6 +95,7 @@ def render() -> state.Selection:
             "Model bundle",
             bundle_options,
             key="bundle",
+            expect="folder",
             typed_label="…or a bundle folder path",
             typed_help=(
                 f"Bundles listed above are the folders in {sources.models_dir()} (set {sources.MODELS_DIR_ENV} to "
@@ -91,6 +114,7 @@ def render() -> state.Selection:
             "Data set",
             data_options,
             key="data",
+            expect="file",
             typed_label="…or a data file path",
             typed_help=(
                 f"Data sets listed above are the Parquet, CSV and libfm files in {sources.data_dir()} "

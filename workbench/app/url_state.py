@@ -52,10 +52,12 @@ def restore_from_url() -> None:
     Runs once per browser session, and must run before the sidebar draws its
     widgets, because Streamlit does not let a script change a widget's value
     after the widget was drawn in the same run. A parameter that cannot be
-    used (a missing path, a row count that is not a whole number, a cohort
-    that is not valid JSON or fails validation) is ignored with an
-    ``st.warning`` that names the parameter and its value. The other
-    parameters are still applied.
+    used (a row count that is not a whole number, a cohort that is not valid
+    JSON or fails validation) is ignored with an ``st.warning`` that names the
+    parameter and its value. A path that :func:`sources.check_user_path`
+    rejects (outside the allowed folders, missing, or a file where a folder is
+    expected) is ignored with an ``st.error``. The other parameters are still
+    applied.
     """
     if st.session_state.get(RESTORED_KEY):
         return
@@ -103,15 +105,20 @@ def _warn_ignored(name: str, value: str, reason: str) -> None:
     st.warning(f"The URL parameter `{name}={value}` was ignored: {reason}. The default value is used instead.")
 
 
+def _reject_path(name: str, value: str, error: sources.UserPathError) -> None:
+    st.error(f"The URL parameter `{name}={value}` was ignored. {error} The default value is used instead.")
+
+
 def _restore_bundle(text: str | None) -> Path | None:
     """Choose the bundle of the ``bundle`` parameter and return the bundle folder the sidebar will use."""
     listed = sources.bundle_paths()
     default = listed[0] if listed else None
     if text is None:
         return Path(st.session_state[BUNDLE_CHOICE_KEY]) if BUNDLE_CHOICE_KEY in st.session_state else default
-    path = sources.user_path(text)
-    if not path.is_dir():
-        _warn_ignored(BUNDLE_PARAM, text, "no bundle folder exists at this path on the server")
+    try:
+        path = sources.check_user_path(text, expect="folder", also_allowed=set(listed))
+    except sources.UserPathError as err:
+        _reject_path(BUNDLE_PARAM, text, err)
         return default
     if path in listed:
         st.session_state[BUNDLE_CHOICE_KEY] = str(path)
@@ -124,12 +131,13 @@ def _restore_data(text: str | None, bundle_path: Path | None) -> None:
     """Choose the data file of the ``data`` parameter among the options of ``bundle_path``, or type its path."""
     if text is None:
         return
-    path = sources.user_path(text)
-    if not path.is_file():
-        _warn_ignored(DATA_PARAM, text, "no data file exists at this path on the server")
-        return
     bundle = state.try_bundle(bundle_path)
     offered = {option.path for option in sources.data_options(bundle and bundle.manifest)}
+    try:
+        path = sources.check_user_path(text, expect="file", also_allowed=offered)
+    except sources.UserPathError as err:
+        _reject_path(DATA_PARAM, text, err)
+        return
     if path in offered:
         st.session_state[DATA_CHOICE_KEY] = str(path)
     else:
