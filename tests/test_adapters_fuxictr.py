@@ -431,6 +431,16 @@ def test_model_class_errors(tmp_path):
         fx.resolve_model_class("Plain", tmp_path)
 
 
+def test_multitask_models_are_rejected(tmp_path):
+    src = tmp_path / "Both" / "src"
+    src.mkdir(parents=True)
+    (src / "__init__.py").write_text(
+        "from fuxictr.pytorch.models import MultiTaskModel\n\nclass Both(MultiTaskModel):\n    pass\n", encoding="utf-8"
+    )
+    with pytest.raises(fx.FuxiCTRError, match="multi-task models are not supported"):
+        fx.resolve_model_class("Both", tmp_path)
+
+
 def test_installed_model_zoo_package():
     from fuxictr.pytorch.models import BaseModel
 
@@ -460,6 +470,38 @@ def test_load_matches_fuxictr_predict(deepfm_run):
         probabilities = torch.sigmoid(adapter(dataset.tensors()).double()).numpy()
     np.testing.assert_allclose(probabilities, run.predictions, atol=1e-6, rtol=0)
     assert probabilities.std() > 0
+
+
+def test_numeric_and_embedding_features_are_slots():
+    """tiny_emb: two numeric features (Linear(1, d) tables) and a 96-wide embedding feature (an Identity table)."""
+    content = {
+        "dataset_id": "tiny_emb",
+        "labels": ["label"],
+        "features": [
+            {"feat1": {"type": "numeric", "source": ""}},
+            {"feat2": {"type": "numeric", "source": ""}},
+            {"feat3": {"type": "embedding", "source": "", "pretrain_dim": 96}},
+        ],
+    }
+    info = fx.read_feature_map(content)
+    schema = fx.build_schema(info)
+    assert [f.kind for f in schema.fields] == ["numeric", "numeric", "dense"]
+    torch.manual_seed(0)
+    params = {"embedding_dim": 4, "model_structure": "parallel", "num_cross_layers": 2, "parallel_dnn_hidden_units": [8]}
+    module = fx.build_module(import_zoo_class("DCNv2"), info, params)
+    adapter = fx.make_adapter(module, schema, name="fuxictr:DCNv2")
+    assert {s.field: s.modules for s in adapter._sources.values()}["feat3"] == (
+        "embedding_layer.embedding_layer.embedding_layers.feat3",
+    )
+    dataset = fx.load_processed_split(TINY_DIR / "tiny_emb" / "test.parquet", schema)
+    assert dataset.inputs["feat3"].shape == (100, 96)
+    with torch.no_grad():
+        batch = {name: torch.from_numpy(array) for name, array in dataset.inputs.items()}
+        expected = module(batch)["y_pred"].reshape(-1).double().numpy()
+        probabilities = torch.sigmoid(adapter(dataset.tensors()).double()).numpy()
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6, rtol=0)
+    assert expected.std() > 0
+    assert exact_efficiency_gap(adapter, dataset, np.arange(3)) < 1e-5
 
 
 def test_wrong_embedding_size_names_the_tensors(deepfm_run):

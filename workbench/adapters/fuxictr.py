@@ -1014,7 +1014,7 @@ def _import_folder(package: Path) -> Any:
 
 
 def _class_from(module: Any, name: str, where: str) -> type:
-    from fuxictr.pytorch.models import BaseModel
+    from fuxictr.pytorch.models import BaseModel, MultiTaskModel
 
     cls = getattr(module, name, None)
     if cls is None:
@@ -1023,6 +1023,12 @@ def _class_from(module: Any, name: str, where: str) -> type:
         raise FuxiCTRError(msg)
     if not (isinstance(cls, type) and issubclass(cls, BaseModel)):
         msg = f"{name!r} from {where!r} is not a FuxiCTR model (a subclass of fuxictr.pytorch.models.BaseModel)"
+        raise FuxiCTRError(msg)
+    if issubclass(cls, MultiTaskModel):
+        msg = (
+            f"{name!r} from {where!r} is a multi-task model (one prediction per label); the workbench explains "
+            "one click-through prediction, so multi-task models are not supported"
+        )
         raise FuxiCTRError(msg)
     return cls
 
