@@ -340,6 +340,16 @@ def test_vocabulary_from_feature_vocab_json_keeps_fuxictr_ids(fitted_csv):
                 assert vocabulary.index_of(token) == index
 
 
+def test_vocabulary_that_does_not_fit_the_feature_map(fitted_csv, tmp_path):
+    data_dir = tmp_path / "mixed"
+    shutil.copytree(fitted_csv["data_dir"], data_dir)
+    vocab = json.loads((data_dir / "feature_vocab.json").read_text(encoding="utf-8"))
+    vocab["pid"]["__OOV__"] = 9
+    (data_dir / "feature_vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    with pytest.raises(fx.FuxiCTRError, match=r"'pid' has __PAD__ 0 and __OOV__ 9, but the feature map gives vocab_size 4"):
+        fx.load_data_dir(data_dir)
+
+
 def test_raw_csv_gives_fuxictr_ids(fitted_csv):
     data_dir = fitted_csv["data_dir"]
     encoded = fitted_csv["encoded"]
@@ -459,7 +469,8 @@ def test_installed_model_zoo_package():
 
 def test_load_matches_fuxictr_predict(deepfm_run):
     run = deepfm_run
-    adapter = fx.load_fuxictr_model(fx.resolve_model_class("DeepFM", ZOO_DIR), run.feature_map, run.checkpoint, run.params)
+    # The data folder works as well as its feature_map.json.
+    adapter = fx.load_fuxictr_model(fx.resolve_model_class("DeepFM", ZOO_DIR), run.data_dir, run.checkpoint, run.params)
     sources = {s.field: s.modules for s in adapter._sources.values()}
     assert sources["userid"] == (
         "embedding_layer.embedding_layer.embedding_layers.userid",

@@ -1234,8 +1234,8 @@ def load_fuxictr_model(
     model_class : type
         The model class (see :func:`resolve_model_class`).
     feature_map : str, Path or FeatureMapInfo
-        ``feature_map.json`` (its folder also gives ``feature_vocab.json`` and the
-        pickle) or a parsed feature map.
+        ``feature_map.json`` or its data folder (which also gives ``feature_vocab.json``
+        and the pickle), or a parsed feature map.
     checkpoint : str or Path
         The ``<expid>.model`` file FuxiCTR saved.
     params : mapping
@@ -1261,9 +1261,13 @@ def load_fuxictr_model(
         if schema is None:
             schema = build_schema(info)
     else:
-        info, default_schema = load_data_dir(Path(feature_map).parent, allow_pickle=allow_pickle)
-        if Path(feature_map).name != "feature_map.json":
-            info = read_feature_map(feature_map)
+        path = Path(feature_map)
+        if path.is_dir():
+            path = path / "feature_map.json"
+        if path.name == "feature_map.json":
+            info, default_schema = load_data_dir(path.parent, allow_pickle=allow_pickle)
+        else:
+            info = read_feature_map(path)
             default_schema = build_schema(info)
         schema = schema or default_schema
     info = apply_feature_params(info, params)
