@@ -226,6 +226,10 @@ def test_schema_and_lookups_from_vocabularies() -> None:
     assert schema["hist"].max_length == 3
     assert schema["price"].mean == 0.0
     assert schema["price"].std == 1.0
+    assert schema.label == "label"
+    assert deepctr_schema(spec, {"city": {"rome": 1}}, label="click")[0].label == "click"
+    with pytest.raises(AdapterError, match="label column 'city' cannot also be a field"):
+        deepctr_schema(spec, {"city": {"rome": 1}}, label="city")
 
 
 @pytest.mark.parametrize(
@@ -266,6 +270,18 @@ def test_din_predictions_match_deepctr(din: DeepCTRSample) -> None:
     expected = _deepctr_probabilities(din, din.models["DIN"].model)
     assert np.ptp(expected) > 1e-4
     np.testing.assert_allclose(_adapter_probabilities(adapter, din), expected, atol=1e-6, rtol=0)
+
+
+@needs_criteo
+def test_dcnmix_single_row_matches_batch(criteo: DeepCTRSample) -> None:
+    # CrossNetMix squeezes the batch axis, so DeepCTR itself cannot predict one row; the adapter pads it.
+    adapter = _adapter(criteo, "DCNMix")
+    dataset = encode(criteo.frame.iloc[:2], adapter.schema)
+    with torch.no_grad():
+        both = adapter(dataset.tensors())
+        first = adapter(dataset.tensors(np.array([0])))
+    assert first.shape == (1,)
+    assert first.item() == pytest.approx(both[0].item(), abs=1e-6)
 
 
 @needs_criteo

@@ -47,7 +47,7 @@ from torch import nn
 from workbench.adapters.bundle import check_state_dict
 from workbench.adapters.module import AdapterError, EmbeddingSource, ModuleAdapter
 from workbench.probes import Probe, block_norms
-from workbench.schema import PAD_INDEX, Field, Schema, Vocabulary
+from workbench.schema import PAD_INDEX, Field, Schema, SchemaError, Vocabulary
 
 PACKAGE = "deepctr_torch"
 SUBMODULES = ("inputs", "layers", "models")
@@ -343,7 +343,9 @@ def _vocabulary_for(column: Any, vocabularies: Mapping[str, Any]) -> Any:
     raise AdapterError(msg)
 
 
-def deepctr_schema(spec: Any, vocabularies: Mapping[str, Any]) -> tuple[Schema, dict[str, torch.Tensor]]:
+def deepctr_schema(
+    spec: Any, vocabularies: Mapping[str, Any], *, label: str = "label"
+) -> tuple[Schema, dict[str, torch.Tensor]]:
     """Build the workbench schema of a DeepCTR model and the id lookup of each embedded field.
 
     Field order is the model's input order (``build_input_features``): sparse
@@ -365,6 +367,8 @@ def deepctr_schema(spec: Any, vocabularies: Mapping[str, Any]) -> tuple[Schema, 
         The column spec (see :class:`ModelColumns`).
     vocabularies : mapping of str to list or dict
         Per feature (or per shared embedding name), the raw value of each id.
+    label : str, default="label"
+        The label column of the data.
 
     Returns
     -------
@@ -415,7 +419,10 @@ def deepctr_schema(spec: Any, vocabularies: Mapping[str, Any]) -> tuple[Schema, 
     if clashes:
         msg = f"{', '.join(clashes)} is both a feature and a history's length_name; rename one"
         raise AdapterError(msg)
-    return Schema(fields), lookups
+    try:
+        return Schema(fields, label=label), lookups
+    except SchemaError as err:
+        raise AdapterError(str(err)) from err
 
 
 # ----- building X ------------------------------------------------------------------------------
@@ -728,7 +735,9 @@ def _check_tables(model: nn.Module, columns: ModelColumns) -> None:
         raise AdapterError(msg)
 
 
-def adapt_deepctr(model: nn.Module, spec: Any, vocabularies: Mapping[str, Any], *, name: str | None = None) -> ModuleAdapter:
+def adapt_deepctr(
+    model: nn.Module, spec: Any, vocabularies: Mapping[str, Any], *, label: str = "label", name: str | None = None
+) -> ModuleAdapter:
     """Wrap a DeepCTR-Torch model as a workbench model.
 
     Each sparse feature and history is read where DeepCTR looks it up: the
@@ -753,6 +762,8 @@ def adapt_deepctr(model: nn.Module, spec: Any, vocabularies: Mapping[str, Any], 
         Its column spec, ``{"linear": [...], "dnn": [...]}`` (see :func:`columns_to_spec`).
     vocabularies : mapping
         Per feature, the raw value of each DeepCTR id (see :func:`deepctr_schema`).
+    label : str, default="label"
+        The label column of the data.
     name : str, optional
         The architecture name shown; ``deepctr:<class>`` by default.
 
@@ -770,7 +781,7 @@ def adapt_deepctr(model: nn.Module, spec: Any, vocabularies: Mapping[str, Any], 
         msg = f"{type(model).__name__} is not a DeepCTR-Torch model (it has no feature_index and out layer)"
         raise AdapterError(msg)
     _check_tables(model, columns)
-    schema, lookups = deepctr_schema(columns, vocabularies)
+    schema, lookups = deepctr_schema(columns, vocabularies, label=label)
     inputs_module = import_deepctr().inputs
     by_name = {c.name: c for c in columns.all_columns()}
     dnn_names = {c.name for c in columns.dnn}
@@ -930,13 +941,15 @@ def rebuild(recipe: Mapping[str, Any], schema: Schema | None = None) -> ModuleAd
         raise AdapterError(msg)
     columns = ModelColumns.from_spec(recipe["columns"])
     model = build_deepctr_model(str(recipe["model_class"]), columns, params)
-    adapter = adapt_deepctr(model, columns, recipe["vocabularies"])
+    adapter = adapt_deepctr(model, columns, recipe["vocabularies"], label=str(recipe.get("label", "label")))
     if schema is not None:
         _check_same_schema(adapter.schema, schema)
     return adapter
 
 
-def recipe_for(model_class: str, spec: Any, params: Mapping[str, Any], vocabularies: Mapping[str, Any]) -> dict[str, Any]:
+def recipe_for(
+    model_class: str, spec: Any, params: Mapping[str, Any], vocabularies: Mapping[str, Any], *, label: str = "label"
+) -> dict[str, Any]:
     """Return the JSON recipe that :func:`rebuild` reads."""
     columns = spec if isinstance(spec, ModelColumns) else ModelColumns.from_spec(spec)
     return {
@@ -944,6 +957,7 @@ def recipe_for(model_class: str, spec: Any, params: Mapping[str, Any], vocabular
         "columns": columns.to_spec(),
         "params": dict(params),
         "vocabularies": {name: vocabulary for name, vocabulary in vocabularies.items()},
+        "label": label,
     }
 
 
@@ -978,6 +992,7 @@ def load_deepctr(
     *,
     model_class: str,
     params: Mapping[str, Any] | None = None,
+    label: str = "label",
 ) -> ModuleAdapter:
     """Open a DeepCTR-Torch model saved with ``torch.save(model.state_dict(), path)``.
 
@@ -993,6 +1008,8 @@ def load_deepctr(
         One of :data:`MODEL_CLASSES`.
     params : mapping, optional
         The constructor options used in training, such as ``dnn_hidden_units``.
+    label : str, default="label"
+        The label column of the data.
 
     Raises
     ------
@@ -1020,4 +1037,4 @@ def load_deepctr(
         msg = f"{str(weights)!r} holds no state dict of tensors; save it with torch.save(model.state_dict(), path)"
         raise AdapterError(msg)
     load_state(model, state, weights)
-    return adapt_deepctr(model, model_columns, vocabulary_map)
+    return adapt_deepctr(model, model_columns, vocabulary_map, label=label)
