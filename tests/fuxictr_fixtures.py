@@ -13,8 +13,7 @@ is that, read with pandas or numpy, so no Ray data loader runs.
 Tiny data: ``../shared/data/fuxictr_tiny`` (FuxiCTR's own index-encoded
 samples, 100 rows per split, valid = test). Frappe: the head of the BARS
 Frappe_x1 splits in ``../shared/data/frappe``, turned into a FuxiCTR data
-folder (``feature_map.json``, ``feature_vocab.json`` and parquet splits) in
-FuxiCTR 2.3 format from the workbench's own vocabulary fit.
+folder by FuxiCTR's own ``FeatureProcessor`` (see :func:`write_frappe_data`).
 
 Import with ``from fuxictr_fixtures import ...``.
 """
@@ -25,7 +24,7 @@ import importlib.util
 import json
 import sys
 import time
-from collections import OrderedDict
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,11 @@ import torch
 import yaml
 
 from workbench.data import read_libfm
-from workbench.schema import Field, Schema, Vocabulary, fit_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ZOO_DIR = Path(__file__).resolve().parent / "fuxictr_zoo"
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 TINY_DIR = SHARED_DATA / "fuxictr_tiny"
-FRAPPE_DIR = SHARED_DATA / "frappe"
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
 FRAPPE_TRAIN_ROWS = 20_000
@@ -336,99 +333,68 @@ def train_tiny(root: Path, key: str, *, epochs: int = 3) -> FuxiRun:
     )
 
 
-def feature_map_schema(feature_map_path: Path, *, vocab_path: Path | None = None, label: str = "clk") -> Schema:
-    """A workbench schema whose ids equal FuxiCTR's indices, in ``feature_map.json``'s field order.
-
-    FuxiCTR's index 0 is PAD and ``vocab_size - 1`` is OOV, as in the
-    workbench, so the known values are indices ``1 .. vocab_size - 2``. Their
-    raw values come from ``feature_vocab.json`` when given, else they are the
-    index strings (the tiny samples ship already index-encoded).
-    """
-    spec = json.loads(feature_map_path.read_text(encoding="utf-8"))
-    vocab = json.loads(vocab_path.read_text(encoding="utf-8")) if vocab_path else {}
-    fields = []
-    for entry in spec["features"]:
-        ((name, feature),) = entry.items()
-        if feature["type"] not in ("categorical", "sequence"):
-            msg = f"feature {name!r} has type {feature['type']!r}; these tests use categorical and sequence features"
-            raise ValueError(msg)
-        table = vocab.get(feature.get("share_embedding", name), vocab.get(name))
-        if table:
-            by_index = sorted((index, token) for token, index in table.items() if 0 < index < feature["vocab_size"] - 1)
-            values = [token for _, token in by_index]
-        else:
-            values = [str(index) for index in range(1, feature["vocab_size"] - 1)]
-        kind = feature["type"]
-        extra = {"max_length": feature["max_len"], "separator": "^"} if kind == "sequence" else {}
-        fields.append(Field(name, kind, vocabulary=Vocabulary(values), **extra))
-    return Schema(fields, label=label)
-
-
 # --- Frappe ---------------------------------------------------------------------------------
 
 
 def _frappe_frame(path: Path, n_rows: int) -> pd.DataFrame:
-    frame = read_libfm(path, feature_map=FRAPPE_DIR / "feature_map.tsv", max_rows=n_rows)
+    frame = read_libfm(path, feature_map=path.parent / "feature_map.tsv", max_rows=n_rows)
     return frame[["label", *FRAPPE_FIELDS]]
 
 
-def write_frappe_data(root: Path) -> tuple[Path, Schema]:
-    """Write a FuxiCTR 2.3 data folder for the head of the Frappe splits and return it with the fitted schema.
+def write_frappe_data(root: Path) -> Path:
+    """Build a FuxiCTR data folder for the head of the Frappe splits with FuxiCTR's own ``FeatureProcessor``.
 
-    The vocabulary is the workbench's own fit on the training rows (known
-    values 1..n in the workbench's order, OOV n + 1), written as FuxiCTR's
-    ``feature_vocab.json`` (``{feature: {token: index}}`` with ``__PAD__`` 0
-    and ``__OOV__`` last) and ``feature_map.json``; the splits are parquet
-    files of indices, as FuxiCTR's ``build_dataset`` writes them.
+    The raw rows (field values as strings) are written as CSV. ``fit`` on the
+    training rows writes ``feature_map.json``, ``feature_vocab.json`` and
+    ``feature_processor.pkl``, with FuxiCTR's vocabulary order (by count, then
+    token). Each split is then encoded with the processor's ``transform``, the
+    function FuxiCTR's ``build_dataset`` maps over Ray batches. It is called
+    here directly, so no Ray cluster starts, and the result is written as
+    parquet.
     """
-    data_dir = root / "frappe_x1_head"
-    data_dir.mkdir(parents=True)
-    frames = {
-        "train": _frappe_frame(FRAPPE_DIR / "frappe.train.rebuilt.libfm.gz", FRAPPE_TRAIN_ROWS),
-        "valid": _frappe_frame(FRAPPE_DIR / "frappe.validation.libfm", FRAPPE_VALID_ROWS),
-        "test": _frappe_frame(FRAPPE_DIR / "frappe.test.libfm", FRAPPE_TEST_ROWS),
-    }
-    spec = Schema([Field(name, "categorical") for name in FRAPPE_FIELDS], label="label")
-    schema = fit_schema(frames["train"], spec)
+    from fuxictr.preprocess import FeatureProcessor
 
-    vocab = {}
-    features = []
-    for f in schema.fields:
-        table = OrderedDict([("__PAD__", 0)])
-        table.update((value, index) for index, value in enumerate(f.vocabulary.values, start=1))
-        table["__OOV__"] = len(f.vocabulary.values) + 1
-        vocab[f.name] = table
-        features.append(
-            {f.name: {"source": "", "type": "categorical", "padding_idx": 0, "vocab_size": len(table)}}
-        )
-    feature_map = {
-        "dataset_id": data_dir.name,
-        "num_fields": len(features),
-        "total_features": sum(len(table) for table in vocab.values()),
-        "input_length": len(features),
-        "labels": ["label"],
-        "features": features,
+    folder = require_frappe()
+    raw_dir = root / "raw"
+    raw_dir.mkdir(parents=True)
+    heads = {
+        "train": ("frappe.train.rebuilt.libfm.gz", FRAPPE_TRAIN_ROWS),
+        "valid": ("frappe.validation.libfm", FRAPPE_VALID_ROWS),
+        "test": ("frappe.test.libfm", FRAPPE_TEST_ROWS),
     }
-    (data_dir / "feature_map.json").write_text(json.dumps(feature_map, indent=4), encoding="utf-8")
-    (data_dir / "feature_vocab.json").write_text(json.dumps(vocab, indent=4), encoding="utf-8")
+    for split, (name, n_rows) in heads.items():
+        _frappe_frame(folder / name, n_rows).to_csv(raw_dir / f"{split}.csv", index=False)
+
+    processor = FeatureProcessor(
+        feature_cols=[{"name": list(FRAPPE_FIELDS), "active": True, "dtype": "str", "type": "categorical"}],
+        label_col={"name": "label", "dtype": "float"},
+        dataset_id="frappe_x1_head",
+        data_root=str(root),
+    )
+    with warnings.catch_warnings():
+        # fuxictr 2.3.10 passes polars' deprecated `dtypes` and leaves the pickle's file handle to the collector.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", ResourceWarning)
+        processor.fit(processor.preprocess(processor.read_data(str(raw_dir / "train.csv"))), min_categr_count=1)
+        frames = {
+            split: processor.preprocess(processor.read_data(str(raw_dir / f"{split}.csv"))).collect() for split in heads
+        }
+    data_dir = Path(processor.data_dir)
     for split, frame in frames.items():
-        encoded = {"label": frame["label"].to_numpy(dtype=np.float64)}
-        for f in schema.fields:
-            table = vocab[f.name]
-            encoded[f.name] = frame[f.name].map(lambda v, table=table: table.get(str(v), table["__OOV__"]))
-            encoded[f.name] = encoded[f.name].to_numpy(dtype=np.int64)
-        pd.DataFrame(encoded)[[*FRAPPE_FIELDS, "label"]].to_parquet(data_dir / f"{split}.parquet", index=False)
-    return data_dir, schema
+        batch = processor.transform({name: frame[name].to_numpy() for name in frame.columns})
+        columns = {name: np.asarray(batch[name], dtype=np.int64) for name in FRAPPE_FIELDS}
+        columns["label"] = np.asarray(batch["label"], dtype=np.float64)
+        pd.DataFrame(columns).to_parquet(data_dir / f"{split}.parquet", index=False)
+    return data_dir
 
 
 @dataclass
 class FrappeRun:
     run: FuxiRun
-    schema: Schema
-    """The workbench schema of the data folder (ids equal FuxiCTR's indices)."""
     test_frame: pd.DataFrame
-    """Raw test rows (label and field values) in the order of ``run.predictions``."""
+    """Raw test rows (label and field values as strings) in the order of ``run.predictions``."""
     prepare_seconds: float
+    """Wall time of writing the raw heads and of FuxiCTR's fit and transform."""
 
 
 _RUNS: dict[tuple[str, str], Any] = {}
@@ -437,7 +403,7 @@ _RUNS: dict[tuple[str, str], Any] = {}
 def frappe_gdcn(root: Path) -> FrappeRun:
     """A GDCN trained by FuxiCTR for one epoch (79 batches of 256) on the first 20,000 Frappe training rows."""
     start = time.perf_counter()
-    data_dir, schema = write_frappe_data(root)
+    data_dir = write_frappe_data(root)
     prepare_seconds = time.perf_counter() - start
     run = train_fuxictr(
         root / "gdcn",
@@ -453,8 +419,9 @@ def frappe_gdcn(root: Path) -> FrappeRun:
         num_cross_layers=3,
         dnn_hidden_units=[64, 64],
     )
-    test_frame = _frappe_frame(FRAPPE_DIR / "frappe.test.libfm", FRAPPE_TEST_ROWS)
-    return FrappeRun(run=run, schema=schema, test_frame=test_frame, prepare_seconds=prepare_seconds)
+    test_frame = pd.read_csv(root / "raw" / "test.csv", dtype=str, keep_default_na=False)
+    test_frame["label"] = test_frame["label"].astype(float).astype(np.int64)
+    return FrappeRun(run=run, test_frame=test_frame, prepare_seconds=prepare_seconds)
 
 
 def cached(kind: str, root_factory: pytest.TempPathFactory, build) -> Any:
@@ -465,6 +432,8 @@ def cached(kind: str, root_factory: pytest.TempPathFactory, build) -> Any:
     return _RUNS[key]
 
 
-def require_frappe() -> None:
-    if not FRAPPE_DIR.is_dir():
-        pytest.skip(f"no Frappe folder at {str(FRAPPE_DIR)!r}")
+def require_frappe() -> Path:
+    """Return the Frappe folder (``WORKBENCH_SHARED_DATA`` may move it) or skip the calling test when it is absent."""
+    from helpers import require_frappe as require
+
+    return require()
