@@ -31,9 +31,7 @@ CRITEO_FILE = DATA_ROOT / "criteo-sample" / "criteo_sampled_data_10k.csv"
 ALIMAMA_FILE = DATA_ROOT / "behaviour-sequence" / "paddlerec_dmr_alimama_sampled_train.txt"
 
 CRITEO_ROWS = 2_000
-"""Training rows; the vocabularies are fitted on these rows, so every one of them is in-vocabulary."""
-CRITEO_EXTRA_ROWS = 200
-"""Rows after the training rows, kept for out-of-vocabulary cases."""
+"""Training rows; the vocabularies are fitted on these rows, so every value in them is known."""
 DENSE = [f"I{i}" for i in range(1, 14)]
 SPARSE = [f"C{i}" for i in range(1, 27)]
 EMBEDDING_DIM = 4
@@ -90,8 +88,6 @@ class DeepCTRSample:
     """DeepCTR's input per feature (ids and scaled values) for the rows of ``frame``; only in-vocabulary rows."""
     vocabularies: dict[str, list[str | None]]
     models: dict[str, TrainedModel] = field(default_factory=dict)
-    extra_frame: pd.DataFrame | None = None
-    """Later rows with values the vocabularies may lack (Criteo only)."""
 
 
 def _quiet_fit(model: torch.nn.Module, x: dict[str, np.ndarray], y: np.ndarray, *, epochs: int = 1) -> None:
@@ -112,21 +108,20 @@ def _save(folder: Path, name: str, model: torch.nn.Module, spec: dict, vocabular
     return weights, spec_path, vocabularies_path
 
 
-def prepare_criteo(n_rows: int = CRITEO_ROWS) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray], dict]:
-    """Read and prepare the Criteo sample: the training frame, the extra rows, DeepCTR inputs and vocabularies."""
-    raw = pd.read_csv(CRITEO_FILE, nrows=n_rows + CRITEO_EXTRA_ROWS, dtype={name: str for name in SPARSE})
-    raw[SPARSE] = raw[SPARSE].fillna("-1")
-    raw[DENSE] = raw[DENSE].fillna(0.0)
-    logged = np.log1p(raw[DENSE].clip(lower=0.0).astype(float))
-    low, high = logged.iloc[:n_rows].min(), logged.iloc[:n_rows].max()
-    raw[DENSE] = ((logged - low) / (high - low).replace(0.0, 1.0)).astype(np.float32)
-    frame, extra = raw.iloc[:n_rows].reset_index(drop=True), raw.iloc[n_rows:].reset_index(drop=True)
+def prepare_criteo(n_rows: int = CRITEO_ROWS) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
+    """Read and prepare the first ``n_rows`` of the Criteo sample: the frame, DeepCTR inputs and vocabularies."""
+    frame = pd.read_csv(CRITEO_FILE, nrows=n_rows, dtype={name: str for name in SPARSE})
+    frame[SPARSE] = frame[SPARSE].fillna("-1")
+    frame[DENSE] = frame[DENSE].fillna(0.0)
+    logged = np.log1p(frame[DENSE].clip(lower=0.0).astype(float))
+    low, high = logged.min(), logged.max()
+    frame[DENSE] = ((logged - low) / (high - low).replace(0.0, 1.0)).astype(np.float32)
     vocabularies = {name: label_encoder_vocabulary(frame[name]) for name in SPARSE}
     model_input: dict[str, np.ndarray] = {name: frame[name].to_numpy(np.float32) for name in DENSE}
     for name in SPARSE:
         ids = {value: index for index, value in enumerate(vocabularies[name])}
         model_input[name] = frame[name].map(ids).to_numpy(np.int64)
-    return frame, extra, model_input, vocabularies
+    return frame, model_input, vocabularies
 
 
 def criteo_columns(vocabularies: dict[str, list]) -> list[Any]:
@@ -147,8 +142,8 @@ def build_criteo_model(model_class: str, columns: list[Any]) -> torch.nn.Module:
 
 def train_criteo(folder: Path, model_classes: tuple[str, ...] = tuple(CRITEO_MODELS)) -> DeepCTRSample:
     """Train each Criteo model for one epoch with ``model.fit`` and save its files under ``folder``."""
-    frame, extra, model_input, vocabularies = prepare_criteo()
-    sample = DeepCTRSample(frame, model_input, vocabularies, extra_frame=extra)
+    frame, model_input, vocabularies = prepare_criteo()
+    sample = DeepCTRSample(frame, model_input, vocabularies)
     columns = criteo_columns(vocabularies)
     labels = frame["label"].to_numpy(np.float32)
     for model_class in model_classes:

@@ -106,10 +106,10 @@ NETWORK_GUARD = textwrap.dedent(
     import sys, threading
     import requests
     calls, started = [], []
-    def refuse(*args, **kwargs):
+    def reject_call(*args, **kwargs):
         calls.append(args)
         raise RuntimeError("network call")
-    requests.get = refuse
+    requests.get = reject_call
     original_start = threading.Thread.start
     def record_start(self):
         started.append(self.name)
