@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     from workbench import cli_report
 
     cli_report.add_command(commands)
+    from workbench import cli_import
+
+    cli_import.register(commands)
 
     serve = commands.add_parser(
         "serve", help="start the Streamlit app", description="Start the workbench app with streamlit on this machine."
