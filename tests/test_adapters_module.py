@@ -363,3 +363,14 @@ def test_docs_example_runs_and_blanks_oov():
     np.testing.assert_allclose(logits[:3].numpy(), torch.logit(p.reshape(-1)).numpy(), atol=1e-5)
     result = exact_indices(adapter, inputs)
     assert result.shapley.values[3, 0] == 0.0
+
+
+def test_release_removes_hooks(user_code, schema, inputs):
+    adapter = user_code.make_adapter(schema)
+    module = adapter.release()
+    batch = user_code.build_input(inputs)
+    assert not module._forward_hooks
+    assert not module.user._forward_hooks
+    assert not module.to_probability._forward_pre_hooks
+    with torch.no_grad():
+        assert module(batch)["p"].shape == (40, 1)

@@ -192,6 +192,17 @@ class ModuleAdapter(CTRModel):
         self._hooks = _install_hooks(self)
         self.eval()
 
+    def release(self) -> nn.Module:
+        """Remove the adapter's hooks from the wrapped module and return it.
+
+        The hooks are closures, so a module that still has them cannot be
+        pickled with ``torch.save(module)``. The adapter does not work after this.
+        """
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        return self.module
+
     # ----- the CTRModel contract -------------------------------------------------------------
 
     def build_field_embedding(self) -> nn.Module:
@@ -543,6 +554,8 @@ def _install_hooks(adapter: ModuleAdapter) -> list[Any]:
 
         def take_logit(_module: nn.Module, args: tuple[Any, ...]) -> None:
             if getattr(local, "mode", None) == "replace":
+                # Keep the tensor itself, not a copy: DeepCTR-Torch's PredictionLayer adds its bias to its input
+                # in place, and that bias is part of the logit.
                 local.logit = args[0]
 
         handles.append(_submodule(adapter.module, place[len("input:") :]).register_forward_pre_hook(take_logit))
