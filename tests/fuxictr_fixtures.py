@@ -256,7 +256,8 @@ def train_fuxictr(
 
 # --- the tiny data ------------------------------------------------------------------------
 
-# Hyperparameters of the tiny runs: small, but every part of each model is present.
+# Hyperparameters of the tiny runs: small, but every part of each model is present. ``embedding_std`` is the
+# standard deviation the embedding tables start from (0.1 when not given), not a model parameter.
 TINY_MODELS: dict[str, dict[str, Any]] = {
     "GDCN": {"model": "GDCN", "embedding_dim": 4, "num_cross_layers": 3, "dnn_hidden_units": [16]},
     "AutoInt": {
@@ -268,6 +269,8 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
         "use_scale": True,
         "dnn_hidden_units": [16],
         "use_wide": True,
+        # Wider embeddings at the start, so that the attention of the trained model is far from uniform.
+        "embedding_std": 0.5,
     },
     "DeepFM": {"model": "DeepFM", "embedding_dim": 4, "hidden_units": [16]},
     "DCNv2": {
@@ -315,6 +318,7 @@ def train_tiny(root: Path, key: str, *, epochs: int = 3) -> FuxiRun:
     """Train one of :data:`TINY_MODELS` on ``tiny_parquet`` (``tiny_seq`` for DIN)."""
     settings = dict(TINY_MODELS[key])
     model = settings.pop("model")
+    embedding_std = settings.pop("embedding_std", 0.1)
     if key in TINY_SEQ_MODELS:
         data_dir, suffix = TINY_DIR / "tiny_seq", ".npz"
     else:
@@ -328,7 +332,7 @@ def train_tiny(root: Path, key: str, *, epochs: int = 3) -> FuxiRun:
         expid=f"{key}_tiny",
         epochs=epochs,
         learning_rate=5e-3,
-        embedding_std=0.1,
+        embedding_std=embedding_std,
         **settings,
     )
 

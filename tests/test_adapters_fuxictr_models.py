@@ -241,7 +241,8 @@ def test_autoint_attention_by_hand(tiny):
             mixed = (weights @ v).transpose(1, 2).reshape(x.shape[0], -1, heads * head_dim)
             x = torch.relu(mixed + x @ layer.W_res.weight.T)
     np.testing.assert_allclose(attention, torch.stack(expected, dim=1).numpy(), atol=1e-6)
-    assert attention.std() > 1e-4
+    # Far from uniform (1/14 for 14 fields), so the comparison tells heads and fields apart.
+    assert attention.max() > 0.15
 
 
 def test_autoint_attention_in_schema_order(tiny):
@@ -374,6 +375,30 @@ def test_probe_chunks_give_same_values(tiny):
     np.testing.assert_allclose(chunked.logits, whole.logits, atol=1e-6)
     for name in whole.probes:
         np.testing.assert_allclose(chunked[name].values, whole[name].values, atol=1e-6)
+
+
+def test_imported_bundle_keeps_probes(tiny, tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    from workbench.bundle import load_bundle
+
+    case = tiny["GDCN"]
+    run = case.run
+    out = tmp_path / "gdcn"
+    argv = [
+        "import", "fuxictr", "--config", str(run.config_dir), "--expid", run.expid, "--checkpoint", str(run.checkpoint),
+        "--model-zoo", str(ZOO_DIR), "--data-dir", str(run.data_dir), "--out", str(out),
+    ]  # fmt: skip
+    status, _, stderr = run_cli(argv)
+    assert status == 0, stderr
+    monkeypatch.setenv("WORKBENCH_MODEL_ZOO", str(ZOO_DIR))
+    model = load_bundle(out).model
+    assert [p.name for p in model.probes()] == [p.name for p in case.adapter.probes()]
+    inputs = case.data.tensors(np.arange(6))
+    reopened = capture_probes(model, inputs)
+    direct = capture_probes(case.adapter, inputs)
+    for name in direct.probes:
+        np.testing.assert_allclose(reopened[name].values, direct[name].values, atol=1e-6)
 
 
 # ----- Frappe ------------------------------------------------------------------------------------
