@@ -162,20 +162,15 @@ class _Calls:
 
     def __init__(self, paths: Sequence[str]) -> None:
         self.paths = tuple(dict.fromkeys(paths))
-        self.local = threading.local()
+        # Per thread: (weak reference to the slot tensor, weak reference to the adapter, tensor version, records).
+        self.entries: dict[int, tuple[Any, Any, int, dict[str, list[tuple[tuple[Any, ...], Any]]]]] = {}
 
     def of(self, model: Any, embeddings: torch.Tensor) -> dict[str, list[tuple[tuple[Any, ...], Any]]]:
         """Return ``{path: [(args, output), ...]}`` in call order for the run on ``embeddings``."""
-        local = self.local
-        last = getattr(local, "embeddings", None)
-        if (
-            last is not None
-            and last() is embeddings
-            and local.model() is model
-            and local.version == embeddings._version
-        ):
-            return local.records
         thread = threading.get_ident()
+        entry = self.entries.get(thread)
+        if entry is not None and entry[0]() is embeddings and entry[1]() is model and entry[2] == embeddings._version:
+            return entry[3]
         records: dict[str, list[tuple[tuple[Any, ...], Any]]] = {path: [] for path in self.paths}
         handles = []
         for path in self.paths:
@@ -190,8 +185,14 @@ class _Calls:
         finally:
             for handle in handles:
                 handle.remove()
-        local.embeddings, local.model, local.version = weakref.ref(embeddings), weakref.ref(model), embeddings._version
-        local.records = records
+
+        def forget(dead: Any) -> None:
+            # The records go away with the slot tensor they were made from.
+            current = self.entries.get(thread)
+            if current is not None and current[0] is dead:
+                self.entries.pop(thread, None)
+
+        self.entries[thread] = (weakref.ref(embeddings, forget), weakref.ref(model), embeddings._version, records)
         return records
 
 
@@ -295,6 +296,8 @@ def _dcnv2_probes(module: nn.Module, widths: list[tuple[str, int]]) -> list[Prob
             )
         ]
     if hasattr(crossnet, "gating") and hasattr(crossnet, "U_list"):
+        # NOTE: this probe has no field axis. The app lists only field and field-pair probes, and the summary of
+        # `workbench probes` (cli.run_probes) takes any probe without a field axis for a 1-D position probe.
         return [
             Probe(
                 "expert_gates",
