@@ -302,6 +302,14 @@ TINY_MODELS: dict[str, dict[str, Any]] = {
     },
     "FiBiNET": {"model": "FiBiNET", "embedding_dim": 4, "hidden_units": [16], "excitation_activation": "Sigmoid"},
     "MaskNet": {"model": "MaskNet", "embedding_dim": 4, "dnn_hidden_units": [16, 8], "reduction_ratio": 1},
+    "MaskNet_Parallel": {
+        "model": "MaskNet",
+        "embedding_dim": 4,
+        "model_type": "ParallelMaskNet",
+        "parallel_num_blocks": 2,
+        "parallel_block_dim": 8,
+        "dnn_hidden_units": [16],
+    },
     "DIN": {
         "model": "DIN",
         "embedding_dim": 4,

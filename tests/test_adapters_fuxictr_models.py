@@ -326,6 +326,19 @@ def test_masknet_first_mask(tiny):
     np.testing.assert_allclose(mask.values, expected.reshape(2, 14, 4).mean(axis=-1), atol=1e-6)
 
 
+def test_parallel_masknet_block_masks(tiny):
+    case = tiny["MaskNet_Parallel"]
+    module = case.module
+    rows = np.asarray([3, 4])
+    masks = capture_probes(case.adapter, case.data.tensors(rows))["block_masks"]
+    flat = flat_embeddings(module, case.batch(rows))
+    with torch.no_grad():
+        expected = torch.stack([block.mask_layer(flat) for block in module.mask_net.mask_blocks], dim=1).numpy()
+    assert masks.values.shape == (2, 2, 14)
+    np.testing.assert_allclose(masks.bits, expected, atol=1e-6)
+    np.testing.assert_allclose(masks.values, expected.reshape(2, 2, 14, 4).mean(axis=-1), atol=1e-6)
+
+
 def test_din_target_attention_by_hand(tiny):
     case = tiny["DIN"]
     module = case.module
