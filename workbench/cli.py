@@ -852,13 +852,22 @@ def run_probes(args: argparse.Namespace) -> int:
     frame.to_parquet(args.out, index=False)
     summary = {"out": str(args.out), "rows": len(rows), "aggregation": args.aggregation, "probes": {}}
     for name, values in capture.probes.items():
-        if "field" not in values.probe.axes:
+        if values.probe.axes == ("position",):
             # Target attention over history positions: the mean weight per position.
             summary["probes"][name] = {
                 "kind": values.probe.kind,
                 "axes": list(values.probe.axes),
                 "per_sample": values.probe.per_sample,
                 "mean_by_position": [round(float(v), 6) for v in values.cohort_mean()],
+            }
+            continue
+        if "field" not in values.probe.axes:
+            # Signals without a field axis, such as expert gates (layer x expert): the cohort mean as it is.
+            summary["probes"][name] = {
+                "kind": values.probe.kind,
+                "axes": list(values.probe.axes),
+                "per_sample": values.probe.per_sample,
+                "mean": np.round(np.asarray(values.cohort_mean(), dtype=float), 6).tolist(),
             }
             continue
         strength = values.field_strength()

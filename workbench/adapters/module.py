@@ -251,8 +251,9 @@ class ModuleAdapter(CTRModel):
         try:
             output = self.module(batch)
         finally:
-            state.mode = None
-        return self._to_logit(output, state.logit, n_rows)
+            state.mode, state.slots = None, None
+        logit, state.logit = state.logit, None
+        return self._to_logit(output, logit, n_rows)
 
     # ----- capture and replace ---------------------------------------------------------------
 
@@ -276,7 +277,7 @@ class ModuleAdapter(CTRModel):
             pass
         finally:
             state.mode = None
-        records = state.records
+        records, state.records = state.records, {}
         missing = sorted(state.expected - set(records))
         if missing:
             listed = ", ".join(f"{module} for {field}" for field, module in missing)
