@@ -260,15 +260,48 @@ def test_pickled_array_is_not_loaded(tmp_path, inputs):
         arrays = {name: archive[name] for name in archive.files}
     arrays["a0"] = np.array([WritesMarker(marker)], dtype=object)
     np.savez(npz_path, **arrays)
-    entry = json.loads(json_path.read_text(encoding="utf-8"))
-    from workbench.result_cache import _canonical_json, _payload_sha256
-
-    entry["payload_sha256"] = _payload_sha256(_canonical_json(entry["tree"], "tree"), npz_path.read_bytes())
-    json_path.write_text(json.dumps(entry), encoding="utf-8")
+    match_checksum(json_path, npz_path)
 
     with pytest.warns(ResultCacheWarning, match="allow_pickle"):
         assert cache.load(key) is None
     assert not marker.exists()
+
+
+def match_checksum(json_path: Path, npz_path: Path) -> None:
+    """Rewrite an entry's checksum so that it matches its files, as someone crafting an entry would."""
+    from workbench.result_cache import _canonical_json, _payload_sha256
+
+    entry = json.loads(json_path.read_text(encoding="utf-8"))
+    entry["payload_sha256"] = _payload_sha256(_canonical_json(entry["tree"], "tree"), npz_path.read_bytes())
+    json_path.write_text(json.dumps(entry), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("arrays_bytes", "tree"),
+    [
+        (b"not a zip file", None),
+        (None, {"$dataclass": "Popen", "fields": {}}),
+        (None, {"$dict": [[["unhashable"], 1]]}),
+        (None, {"$array": "missing-array"}),
+    ],
+    ids=["junk-arrays", "unknown-class", "list-key", "missing-array"],
+)
+def test_crafted_entry_with_valid_checksum(tmp_path, inputs, arrays_bytes, tree):
+    bundle, data = inputs
+    cache = ResultCache(tmp_path / "cache")
+    key = key_of(bundle, data)
+    cache.store(key, {"a": np.arange(3)})
+    json_path, npz_path = cache.entry_paths(key)
+    if arrays_bytes is not None:
+        npz_path.write_bytes(arrays_bytes)
+    if tree is not None:
+        entry = json.loads(json_path.read_text(encoding="utf-8"))
+        entry["tree"] = tree
+        json_path.write_text(json.dumps(entry), encoding="utf-8")
+    match_checksum(json_path, npz_path)
+
+    with pytest.warns(ResultCacheWarning, match="computed again"):
+        assert cache.load(key) is None
 
 
 def test_unstorable_value_is_returned_with_warning(tmp_path, inputs):

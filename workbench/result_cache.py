@@ -36,6 +36,7 @@ import math
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,7 +349,8 @@ class ResultCache:
             return None
         try:
             return self._read(key, json_path, npz_path)
-        except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+        # A valid checksum over hand-made content can still fail to decode, hence the wide list.
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError, zipfile.BadZipFile) as err:
             message = f"result cache entry {str(json_path)!r} is not used and will be computed again: {err}"
             warnings.warn(message, ResultCacheWarning, stacklevel=3)
             logger.warning(message)
