@@ -112,3 +112,33 @@ def test_serve_allow_root_must_exist(monkeypatch, tmp_path, capsys):
     assert status == 2
     error = capsys.readouterr().err
     assert f"--allow-root '{tmp_path / 'absent'}' is not an existing folder" in error
+
+
+def test_serve_model_zoo_sets_environment(monkeypatch, tmp_path):
+    from workbench import cli
+    from workbench.adapters.bundle import CODE_FOLDERS_ENV
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    monkeypatch.setenv(CODE_FOLDERS_ENV, "/srv/models")
+    started = {}
+
+    def fake_execve(path, argv, env):
+        started["env"] = env
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli.os, "execve", fake_execve)
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--model-zoo", str(zoo)])
+
+    assert started["env"][CODE_FOLDERS_ENV].split(os.pathsep) == ["/srv/models", str(zoo.resolve())]
+
+
+def test_serve_model_zoo_must_exist(monkeypatch, tmp_path, capsys):
+    from workbench import cli
+
+    monkeypatch.setattr(cli.os, "execve", lambda *args: pytest.fail("the server must not start"))
+    status = cli.main(["serve", "--model-zoo", str(tmp_path / "absent")])
+
+    assert status == 2
+    assert f"--model-zoo '{tmp_path / 'absent'}' is not an existing folder" in capsys.readouterr().err

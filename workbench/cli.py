@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from workbench.app.sources import ALLOWED_ROOTS_ENV
+from workbench.adapters.bundle import CODE_FOLDERS_ENV
 from workbench.bundle import Bundle, BundleError, json_safe, load_bundle, save_bundle
 from workbench.data import (
     FEATURE_MAP_NAME,
@@ -463,6 +464,18 @@ def build_parser() -> argparse.ArgumentParser:
             "also let the app open bundles and data files under this folder (repeatable). Without it, paths typed "
             "in the app or given in its URL must lie under the working folder, the --models folder or the --data "
             "folder, or a folder listed in WORKBENCH_ALLOWED_ROOTS"
+        ),
+    )
+    serve.add_argument(
+        "--model-zoo",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help=(
+            "let bundles of FuxiCTR or in-house models import their model classes from this folder (repeatable). "
+            "Their code runs in the app, so name only folders you trust; the same as listing them in "
+            "WORKBENCH_MODEL_ZOO"
         ),
     )
     serve.set_defaults(handler=run_serve)
@@ -1003,6 +1016,14 @@ def run_serve(args: argparse.Namespace) -> int:
         roots.append(str(root.expanduser().resolve()))
     if roots:
         env[ALLOWED_ROOTS_ENV] = os.pathsep.join(roots)
+    zoos = [part for part in env.get(CODE_FOLDERS_ENV, "").split(os.pathsep) if part.strip()]
+    for zoo in args.model_zoo:
+        if not zoo.expanduser().is_dir():
+            msg = f"--model-zoo {str(zoo)!r} is not an existing folder; give the folder that holds the model classes"
+            raise CLIError(msg)
+        zoos.append(str(zoo.expanduser().resolve()))
+    if zoos:
+        env[CODE_FOLDERS_ENV] = os.pathsep.join(zoos)
     command = [
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.address", args.address, "--server.port", str(args.port),

@@ -67,8 +67,8 @@ def allowed_code_folder(folder: str | Path, *, explicit: bool = False) -> Path:
         return path
     msg = (
         f"this bundle imports model code from {str(path)!r}, which is not an allowed model code folder; "
-        f"if you trust that code, add the folder to {CODE_FOLDERS_ENV} (folders separated by {os.pathsep!r}) "
-        "or pass --model-zoo with it"
+        f"if you trust that code, add the folder to {CODE_FOLDERS_ENV} (folders separated by {os.pathsep!r}), "
+        "or start the app with `workbench serve --model-zoo FOLDER`"
     )
     raise AdapterError(msg)
 
