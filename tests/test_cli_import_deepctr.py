@@ -28,7 +28,9 @@ from workbench.adapters.deepctr import build_deepctr_model
 from workbench.bundle import load_bundle
 from workbench.data import load_dataset
 
-pytestmark = pytest.mark.skipif(not CRITEO_FILE.is_file(), reason="the shared Criteo sample is not next to the repository")
+pytestmark = pytest.mark.skipif(
+    not CRITEO_FILE.is_file(), reason="the shared Criteo sample is not next to the repository"
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP_PATH = REPO_ROOT / "app.py"
@@ -219,7 +221,9 @@ def test_explain_exact_shapley_on_imported_bundle(criteo_models, criteo_data, de
     table = pd.read_parquet(out)
     assert len(table) == 4 * len(GROUPS)
     assert set(table["field"]) == set(GROUPS)
-    per_row = table.groupby("row").agg(total=("attribution", "sum"), base=("base_value", "first"), logit=("prediction", "first"))
+    per_row = table.groupby("row").agg(
+        total=("attribution", "sum"), base=("base_value", "first"), logit=("prediction", "first")
+    )
     np.testing.assert_allclose(per_row["total"], per_row["logit"] - per_row["base"], atol=1e-5)
     expected = deepctr_probabilities(criteo_models, criteo_models.models["DeepFM"].model, 4)
     np.testing.assert_allclose(per_row["logit"], np.log(expected / (1.0 - expected)), atol=1e-5)

@@ -301,9 +301,10 @@ def run_import_deepctr(args: argparse.Namespace) -> int:
     schema = adapter.schema
     numeric = [f.name for f in schema.fields if f.kind in ("numeric", "dense")]
     if numeric:
+        shown = ", ".join(numeric[:5]) + (", ..." if len(numeric) > 5 else "")
         print(
-            f"note: the {len(numeric)} numeric field(s) ({', '.join(numeric[:5])}{', ...' if len(numeric) > 5 else ''}) "
-            "pass their values to the model unchanged; data files must hold them scaled as in training",
+            f"note: the {len(numeric)} numeric field(s) ({shown}) pass their values to the model unchanged; "
+            "data files must contain them scaled as in training",
             file=sys.stderr,
         )
     summary = {
