@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -363,6 +364,8 @@ def point_app_at(monkeypatch, models_dir, data_dir):
 
     monkeypatch.setenv(sources.MODELS_DIR_ENV, str(models_dir))
     monkeypatch.setenv(sources.DATA_DIR_ENV, str(data_dir))
+    # Tests type paths under pytest's temporary folders, which the app's default allowed folders do not include.
+    monkeypatch.setenv(sources.ALLOWED_ROOTS_ENV, str(Path(tempfile.gettempdir()).resolve()))
     st.cache_data.clear()
     st.cache_resource.clear()
     yield

@@ -209,7 +209,7 @@ def write_bad_bundle(root: Path, kind: str) -> Path:
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
-        ("missing", "bundle folder not found"),
+        ("missing", "Bundle folder not found"),
         ("no-manifest", "manifest.json is missing"),
         ("invalid-json", "is not valid JSON"),
         ("other-format", "is not a CTR Workbench manifest"),
@@ -270,7 +270,6 @@ def test_data_choice_follows_bundle(app_env, tiny_bundle_path, tmp_path, monkeyp
     [
         ("wrong_columns.csv", "a,b,click\n1,2,0\n", "the data has no column(s)"),
         ("notes.txt", "hello\n", "cannot tell the format"),
-        ("missing.parquet", None, "data file not found"),
     ],
 )
 @pytest.mark.parametrize("page", list(PAGES))
@@ -286,6 +285,21 @@ def test_typed_bad_data_shows_error(app_env, tmp_path, file_name, content, messa
     assert str(path) in errors(app)[0]
     assert message in errors(app)[0]
     assert "Choose a data file with the columns this bundle was trained on" in errors(app)[0]
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_typed_missing_data_keeps_selection(app_env, tmp_path, tiny_data_dir, page):
+    path = tmp_path / "missing.parquet"
+    app = open_page(page)
+    app.sidebar.text_input(key="data_typed").input(str(path)).run()
+
+    assert not app.exception
+    assert len(errors(app)) == 1
+    assert str(path) in errors(app)[0]
+    assert "Data file not found" in errors(app)[0]
+    assert "The previous selection is kept." in errors(app)[0]
+    selection = app.session_state["workbench_selection"]
+    assert selection.data_path == (tiny_data_dir / "ad_clicks" / "test.parquet").resolve()
 
 
 def test_overview_keeps_model_card_when_data_fails(app_env, tmp_path):

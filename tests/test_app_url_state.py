@@ -219,8 +219,6 @@ def test_chosen_cohort_goes_into_url(app_env):
         ("cohort", "{bad", "it is not valid JSON"),
         ("cohort", '{"name":"x","label":3}', "label must be 0, 1 or None"),
         ("cohort", '{"name":"all rows","label":1}', "reserved for the cohort without conditions"),
-        ("bundle", "/nonexistent", "no bundle folder exists at this path"),
-        ("data", "/nonexistent.parquet", "no data file exists at this path"),
     ],
 )
 def test_bad_param_warns_and_is_ignored(app_env, tiny_bundle_path, tiny_data_dir, name, value, reason):
@@ -248,15 +246,41 @@ def test_bad_param_warns_and_is_ignored(app_env, tiny_bundle_path, tiny_data_dir
     assert app.query_params.get(name) != value
 
 
+@pytest.mark.parametrize(
+    ("name", "where", "reason"),
+    [
+        ("bundle", "root", "is outside the folders this app may open"),
+        ("data", "root", "is outside the folders this app may open"),
+        ("bundle", "models", "Bundle folder not found"),
+        ("data", "data", "Data file not found"),
+    ],
+)
+def test_bad_path_param_errors_and_is_ignored(app_env, tiny_models_dir, tiny_data_dir, name, where, reason):
+    folder = {"root": Path("/"), "models": tiny_models_dir, "data": tiny_data_dir}[where]
+    value = str(folder / ("nonexistent" if name == "bundle" else "nonexistent.parquet"))
+    app = open_url(**{name: value})
+
+    assert not app.exception
+    assert [w.value for w in app.warning] == []
+    messages = [e.value for e in app.error]
+    assert len(messages) == 1
+    assert f"`{name}={value}` was ignored" in messages[0]
+    assert reason in messages[0]
+    assert "The default value is used instead." in messages[0]
+    assert app.query_params.get(name) != value
+
+
 def test_bad_params_warn_each(app_env, tiny_bundle_path):
     app = open_url(row="abc", cohort="{bad", bundle="/nonexistent", rows="500")
 
     assert not app.exception
     warnings = [w.value for w in app.warning]
-    assert len(warnings) == 3
-    assert "`bundle=/nonexistent`" in warnings[0]
-    assert "`cohort={bad`" in warnings[1]
-    assert "`row=abc`" in warnings[2]
+    assert len(warnings) == 2
+    assert "`cohort={bad`" in warnings[0]
+    assert "`row=abc`" in warnings[1]
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1
+    assert "`bundle=/nonexistent`" in errors[0]
     # The good parameter still applies.
     assert app.sidebar.number_input(key="max_rows").value == 500
     assert app.query_params["bundle"] == str(tiny_bundle_path.resolve())

@@ -81,6 +81,8 @@ def app_url(tiny_models_dir, tiny_data_dir, tmp_path_factory):
         **os.environ,
         sources.MODELS_DIR_ENV: str(tiny_models_dir),
         sources.DATA_DIR_ENV: str(tiny_data_dir),
+        # Tests type paths under pytest's temporary folders, which the app's default allowed folders do not include.
+        sources.ALLOWED_ROOTS_ENV: str(tmp_path_factory.getbasetemp()),
         "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
         "HOME": str(tmp_path_factory.mktemp("home")),
     }
