@@ -97,8 +97,8 @@ def check_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], sourc
             problems.append(f"{label}: {', '.join(items[:8])}{more}")
     msg = (
         f"the weights in {str(source)!r} do not fit the rebuilt {type(module).__name__}; "
-        f"{'; '.join(problems)}. Check that the feature map, the model class and its parameters "
-        "are the ones the checkpoint was trained with"
+        f"{'; '.join(problems)}. Check that the model class, its parameters and the feature description "
+        "(FuxiCTR's feature map, DeepCTR-Torch's feature columns) are the ones the checkpoint was trained with"
     )
     raise AdapterError(msg)
 
