@@ -380,11 +380,14 @@ def apply_feature_params(info: FeatureMapInfo, params: Mapping[str, Any]) -> Fea
     FuxiCTR's ``FeatureMap.load`` does the same; doing it here first means the
     overridden specs go through the same checks as the file's.
     """
+    if not isinstance(params, Mapping):
+        msg = f"the model params must be a mapping of param names to values; got {type(params).__name__}"
+        raise FuxiCTRError(msg)
     features = {f.name: copy.deepcopy(f.spec) for f in info.features}
     order = [f.name for f in info.features]
     use = params.get("use_features")
     if use:
-        if not isinstance(use, list) or any(name not in features for name in use):
+        if not isinstance(use, list) or any(not isinstance(name, str) or name not in features for name in use):
             msg = f"param use_features {str(use)[:120]} must list features of the feature map: {', '.join(order)}"
             raise FuxiCTRError(msg)
         order = list(use)
@@ -397,7 +400,7 @@ def apply_feature_params(info: FeatureMapInfo, params: Mapping[str, Any]) -> Fea
             names = override.get("name") if isinstance(override, dict) else None
             names = names if isinstance(names, list) else [names]
             for name in names:
-                if name not in features:
+                if not isinstance(name, str) or name not in features:
                     msg = f"param feature_specs names {name!r}, which is not a feature; features: {', '.join(order)}"
                     raise FuxiCTRError(msg)
                 features[name].update({k: v for k, v in override.items() if k != "name"})
@@ -1045,6 +1048,9 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     initializer becomes a callable (the checkpoint overwrites the weights), the
     task must be ``binary_classification``, and activation names must be known.
     """
+    if not isinstance(params, Mapping):
+        msg = f"the model params must be a mapping of param names to values; got {type(params).__name__}"
+        raise FuxiCTRError(msg)
     out = dict(params)
     task = out.get("task", "binary_classification")
     if task != "binary_classification":
@@ -1346,6 +1352,9 @@ def parse_param(text: str) -> tuple[str, Any]:
     except yaml.YAMLError as err:
         msg = f"--param {text!r}: the value is not valid YAML: {err}"
         raise FuxiCTRError(msg) from err
+    except RecursionError as err:
+        msg = f"--param {text[:80]!r}...: the value is nested too deeply to read; give a flat list or a number"
+        raise FuxiCTRError(msg) from err
     return name, parsed
 
 
@@ -1383,7 +1392,14 @@ def load_config(config_dir: str | Path, expid: str) -> dict[str, Any]:
         raise FuxiCTRError(msg)
     params.update(block)
     params["dataset_id"] = dataset_id
-    for column in params.get("feature_cols") or []:
+    columns = params.get("feature_cols") or []
+    if not isinstance(columns, list):
+        msg = (
+            f"dataset {dataset_id!r} has feature_cols {str(columns)[:80]!r}; it must be a list of column "
+            "specs such as {name: userid, dtype: str, type: categorical}"
+        )
+        raise FuxiCTRError(msg)
+    for column in columns:
         if isinstance(column, dict) and "dtype" in column:
             check_dtype(column["dtype"], str(column.get("name")))
     return params
@@ -1403,6 +1419,9 @@ def _yaml_blocks(config_dir: Path, stem: str) -> dict[str, Any]:
             content = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as err:
             msg = f"{str(path)!r} is not valid YAML: {err}"
+            raise FuxiCTRError(msg) from err
+        except RecursionError as err:
+            msg = f"{str(path)!r} is nested too deeply to read as YAML; check the file for runaway brackets"
             raise FuxiCTRError(msg) from err
         if not isinstance(content, dict):
             msg = f"{str(path)!r} must be a mapping keyed by experiment or dataset id"
