@@ -30,21 +30,38 @@ def import_file(folder: Path, file: str) -> Any:
     if not path.is_relative_to(folder) or path.suffix != ".py" or not path.is_file():
         msg = f"{file!r} must be a .py file inside {str(folder)!r}"
         raise AdapterError(msg)
+    return import_unique(path)
+
+
+def import_unique(path: Path, *, what: str = "", error: type[AdapterError] = AdapterError) -> Any:
+    """Import a ``.py`` file, or a package folder's ``__init__.py``, under a name unique to its path.
+
+    Two model folders may both hold ``src/__init__.py`` or ``model.py``; a
+    plain import would return whichever came first. ``what`` names the thing
+    in the error message, and ``error`` is the exception type raised.
+    """
+    package = path.is_dir()
     name = "workbench_user_code_" + hashlib.sha256(str(path).encode()).hexdigest()[:16]
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
+    if package:
+        spec = importlib.util.spec_from_file_location(
+            name, path / "__init__.py", submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         msg = f"cannot import {str(path)!r}"
-        raise AdapterError(msg)
+        raise error(msg)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as err:
         del sys.modules[name]
-        msg = f"importing {str(path)!r} failed: {type(err).__name__}: {err}"
-        raise AdapterError(msg) from err
+        label = f"{what} {str(path)!r}" if what else repr(str(path))
+        msg = f"importing {label} failed: {type(err).__name__}: {err}"
+        raise error(msg) from err
     return module
 
 

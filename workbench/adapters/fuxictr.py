@@ -32,12 +32,9 @@ caller opts in.
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib
-import importlib.util
 import json
 import math
-import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -994,26 +991,10 @@ def _import_installed(dotted: str) -> Any:
 
 
 def _import_folder(package: Path) -> Any:
-    """Import ``package/__init__.py`` under a name unique to its path, so two zoos' ``src`` packages do not clash."""
-    digest = hashlib.sha256(str(package).encode()).hexdigest()[:12]
-    module_name = f"_workbench_fuxictr_zoo_{digest}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(
-        module_name, package / "__init__.py", submodule_search_locations=[str(package)]
-    )
-    if spec is None or spec.loader is None:
-        msg = f"cannot import {str(package)!r}"
-        raise FuxiCTRError(msg)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:
-        del sys.modules[module_name]
-        msg = f"importing the model-zoo package {str(package)!r} failed: {type(err).__name__}: {err}"
-        raise FuxiCTRError(msg) from err
-    return module
+    """Import a zoo's package folder under a name unique to its path, so two zoos' ``src`` packages do not clash."""
+    from workbench.adapters.factory import import_unique
+
+    return import_unique(package, what="the model-zoo package", error=FuxiCTRError)
 
 
 def _class_from(module: Any, name: str, where: str) -> type:
