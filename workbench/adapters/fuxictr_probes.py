@@ -296,8 +296,8 @@ def _dcnv2_probes(module: nn.Module, widths: list[tuple[str, int]]) -> list[Prob
             )
         ]
     if hasattr(crossnet, "gating") and hasattr(crossnet, "U_list"):
-        # NOTE: this probe has no field axis. The app lists only field and field-pair probes, and the summary of
-        # `workbench probes` (cli.run_probes) takes any probe without a field axis for a 1-D position probe.
+        # NOTE: this probe has no field axis, so the app's probe pages, which list field and field-pair probes,
+        # do not show it; `workbench probes` writes and summarises it.
         return [
             Probe(
                 "expert_gates",
