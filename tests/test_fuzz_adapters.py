@@ -257,7 +257,7 @@ PARAMS_BASE = {
 
 
 @FUZZ
-@given(params=st.one_of(mutated(PARAMS_BASE, max_mutations=4), st.dictionaries(st.text(max_size=20), JUNK, max_size=6)))
+@given(params=st.one_of(mutated(PARAMS_BASE, max_mutations=4), st.dictionaries(st.text(max_size=20), JUNK, max_size=6), JUNK))
 def test_fuxictr_check_params_fuzzed(params: dict[str, Any]) -> None:
     safe = parse_or_reject(lambda: fx.check_params(params), fx.FuxiCTRError)
     if safe is None:
@@ -341,12 +341,14 @@ YAML_VALUES = st.sampled_from([5, "eval('1')", [1, 2], [{"dtype": "np.int32"}], 
 @st.composite
 def yaml_text(draw: Callable[[Any], Any], base: str) -> str:
     """``base`` with characters changed, or a line replaced by a YAML piece that parsers handle badly."""
-    choice = draw(st.sampled_from(["text", "text", "line", "value", "dump", "junk"]))
+    choice = draw(st.sampled_from(["text", "text", "line", "value", "value", "dump", "junk"]))
     if choice == "value":
-        # One param of one block set to a wrong value, written as JSON (which is YAML).
+        # One param of one block set to a wrong value, written as JSON (which is YAML). Half of the changes hit
+        # the params that load_config reads itself.
         content = _yaml_as_json(base)
         block = content[draw(st.sampled_from(sorted(content)))]
-        block[draw(st.sampled_from(sorted(block)))] = draw(JUNK | YAML_VALUES)
+        key = draw(st.sampled_from(sorted(block)) | st.sampled_from(["feature_cols", "dataset_id", "hidden_activations"]))
+        block[key] = draw(YAML_VALUES | JUNK)
         return dump_json(content)
     if choice == "text":
         return draw(mutated_text(base))
@@ -372,11 +374,13 @@ def _yaml_as_json(text: str) -> Any:
 def test_fuxictr_load_config_fuzzed(tmp_path_factory, data: st.DataObject) -> None:
     folder = tmp_path_factory.getbasetemp() / "fuzz-fuxictr-config"
     folder.mkdir(exist_ok=True)
-    model_text = data.draw(st.just(MODEL_CONFIG) | yaml_text(MODEL_CONFIG))
-    dataset_text = data.draw(st.just(DATASET_CONFIG) | yaml_text(DATASET_CONFIG))
+    # Mostly one file changed and the other kept valid, so that the changed one is read to its end.
+    changed = data.draw(st.sampled_from(["model", "dataset", "dataset", "both"]))
+    model_text = data.draw(yaml_text(MODEL_CONFIG)) if changed in ("model", "both") else MODEL_CONFIG
+    dataset_text = data.draw(yaml_text(DATASET_CONFIG)) if changed in ("dataset", "both") else DATASET_CONFIG
     write_bytes_or_text(folder / "model_config.yaml", model_text)
     write_bytes_or_text(folder / "dataset_config.yaml", dataset_text)
-    expid = data.draw(st.sampled_from(["DeepFM_test", "Base", "missing"]) | st.text(max_size=8))
+    expid = data.draw(st.sampled_from(["DeepFM_test", "DeepFM_test", "DeepFM_test", "Base", "missing"]) | st.text(max_size=8))
     params = parse_or_reject(lambda: fx.load_config(folder, expid), fx.FuxiCTRError)
     if params is None:
         return
@@ -425,6 +429,7 @@ SPEC_LISTS = st.lists(st.dictionaries(SPEC_KEYS, SPEC_VALUES, max_size=6), max_s
 @FUZZ
 @given(
     spec=st.one_of(
+        mutated(DEEPCTR_SPEC, max_mutations=1),
         mutated(DEEPCTR_SPEC, max_mutations=4),
         mutated(DEEPCTR_SPEC["dnn"]),
         SPEC_LISTS,
