@@ -29,7 +29,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from hypothesis import event, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 import workbench.adapters.fuxictr as fx
@@ -52,6 +52,7 @@ from workbench.adapters.deepctr import (
     build_deepctr_model,
     deepctr_schema,
     label_encoder_vocabulary,
+    load_deepctr,
     recipe_for,
     spec_to_columns,
 )
@@ -480,6 +481,31 @@ def test_deepctr_schema_fuzzed(data: st.DataObject, vocabularies: Any) -> None:
 
 
 @FUZZ
+@given(data=st.data())
+@example(data=None)
+def test_deepctr_load_files_fuzzed(tmp_path_factory, data: st.DataObject | None) -> None:
+    # load_deepctr reads both JSON files, checks the spec and builds the model before it opens the weights, so
+    # with the weights missing every input ends in an AdapterError: from a reader, the spec checks or the weights.
+    folder = tmp_path_factory.getbasetemp() / "fuzz-deepctr-files"
+    folder.mkdir(exist_ok=True)
+    if data is None:
+        spec_text: str | bytes = "[" * 100_000 + "]" * 100_000
+        vocabulary_text: str | bytes = dump_json(DEEPCTR_VOCABULARIES)
+    else:
+        spec_text = data.draw(st.just(dump_json(DEEPCTR_SPEC)) | file_contents(dump_json(DEEPCTR_SPEC)))
+        vocabulary_text = data.draw(
+            st.just(dump_json(DEEPCTR_VOCABULARIES))
+            | file_contents(dump_json(DEEPCTR_VOCABULARIES))
+            | mutated(DEEPCTR_VOCABULARIES).map(dump_json)
+        )
+    spec_path = write_bytes_or_text(folder / "columns.json", spec_text)
+    vocabulary_path = write_bytes_or_text(folder / "vocabularies.json", vocabulary_text)
+    with pytest.raises(AdapterError) as raised:
+        load_deepctr(folder / "missing.pt", spec_path, vocabulary_path, model_class="DeepFM", params={"dnn_hidden_units": [4]})
+    event(f"rejected: {str(raised.value).split(' ')[1]}")
+
+
+@FUZZ
 @given(values=st.lists(SCALARS, max_size=8), reserve=st.booleans())
 def test_deepctr_label_encoder_vocabulary_fuzzed(values: list[Any], reserve: bool) -> None:
     vocabulary = label_encoder_vocabulary(values, reserve_padding=reserve)
@@ -654,3 +680,12 @@ def test_fuxictr_load_config_deep_nesting_rejected(tmp_path: Path) -> None:
     folder = _write_config(tmp_path, "d1: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(fx.FuxiCTRError, match="dataset_config.yaml' is nested too deeply to read as YAML"):
         fx.load_config(folder, "E1")
+
+
+def test_deepctr_deeply_nested_file_rejected(tmp_path: Path) -> None:
+    spec_path = tmp_path / "columns.json"
+    spec_path.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    vocabulary_path = tmp_path / "vocabularies.json"
+    vocabulary_path.write_text(json.dumps(DEEPCTR_VOCABULARIES), encoding="utf-8")
+    with pytest.raises(AdapterError, match="columns.json' is nested too deeply to read as JSON"):
+        load_deepctr(tmp_path / "missing.pt", spec_path, vocabulary_path, model_class="DeepFM")

@@ -983,6 +983,9 @@ def _read_json(path: Path, what: str) -> Any:
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         msg = f"the {what} {str(path)!r} is not valid JSON: {err}"
         raise AdapterError(msg) from err
+    except RecursionError as err:
+        msg = f"the {what} {str(path)!r} is nested too deeply to read as JSON; check it for runaway brackets"
+        raise AdapterError(msg) from err
 
 
 def load_deepctr(
