@@ -693,3 +693,16 @@ def test_import_command_reads_data_dir_from_config(deepfm_run, tmp_path, capsys)
     assert json.loads(capsys.readouterr().out)["dataset_id"] == "tiny_parquet"
     assert run_cli([*argv[:4], "--checkpoint", str(run.checkpoint), "--model-zoo", str(ZOO_DIR), "--out", str(tmp_path / "x")]) == 2
     assert "--config and --expid go together" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("package", ["this", "os", "json.decoder", "model_zoo_evil"])
+def test_bundle_recipe_rejects_other_installed_packages(package, capsys):
+    with pytest.raises(fx.FuxiCTRError, match=f"installed package '{package}'"):
+        fx.resolve_model_class("DeepFM", package, explicit=False)
+    # Nothing was imported: importing `this` would have printed the Zen of Python.
+    assert capsys.readouterr().out == ""
+
+
+def test_bundle_recipe_may_name_the_wheel_zoo():
+    with pytest.raises(fx.FuxiCTRError, match="does not export a class 'NoSuchModel'"):
+        fx.resolve_model_class("NoSuchModel", "model_zoo.LongCTR", explicit=False)

@@ -929,6 +929,10 @@ def _info_from_schema(schema: Schema) -> dict[str, Any]:
 # Model classes
 
 
+INSTALLED_ZOO = "model_zoo"
+"""The package the fuxictr wheel installs (``model_zoo.LongCTR``); the one installed package a bundle may name."""
+
+
 def resolve_model_class(name: str, model_zoo: str | Path | None, *, explicit: bool = True) -> type:
     """Import a FuxiCTR model class from a model-zoo folder or an installed package.
 
@@ -967,6 +971,15 @@ def resolve_model_class(name: str, model_zoo: str | Path | None, *, explicit: bo
     text = str(model_zoo)
     folder = Path(text).expanduser()
     if not folder.exists() and all(part.isidentifier() for part in text.split(".")):
+        # Importing a module runs its code. A name read from a bundle may only name the model_zoo package that the
+        # fuxictr wheel installs; any other installed package must be named by the user in the command.
+        if not explicit and text != INSTALLED_ZOO and not text.startswith(INSTALLED_ZOO + "."):
+            msg = (
+                f"this bundle imports its model class from the installed package {text!r}; bundles may import "
+                f"only from {INSTALLED_ZOO} or from folders listed in WORKBENCH_MODEL_ZOO, so re-import the model "
+                "with workbench import fuxictr --model-zoo naming that package"
+            )
+            raise FuxiCTRError(msg)
         module = _import_installed(text)
         return _class_from(module, name, text)
     if not folder.is_dir():
