@@ -689,3 +689,12 @@ def test_deepctr_deeply_nested_file_rejected(tmp_path: Path) -> None:
     vocabulary_path.write_text(json.dumps(DEEPCTR_VOCABULARIES), encoding="utf-8")
     with pytest.raises(AdapterError, match="columns.json' is nested too deeply to read as JSON"):
         load_deepctr(tmp_path / "missing.pt", spec_path, vocabulary_path, model_class="DeepFM")
+
+
+def test_model_zoo_that_is_no_path_is_rejected():
+    from workbench.adapters import fuxictr as fx
+
+    with pytest.raises(fx.FuxiCTRError, match="must be a folder path or a package name"):
+        fx.resolve_model_class("DeepFM", 10**200, explicit=False)
+    with pytest.raises(fx.FuxiCTRError, match="not a usable path"):
+        fx.resolve_model_class("DeepFM", "9" * 300, explicit=False)

@@ -968,9 +968,17 @@ def resolve_model_class(name: str, model_zoo: str | Path | None, *, explicit: bo
             f"holds {name}/src/ (--model-zoo DIR), or the installed package model_zoo.LongCTR"
         )
         raise FuxiCTRError(msg)
+    if not isinstance(model_zoo, (str, Path)):
+        msg = f"the model zoo must be a folder path or a package name; got {type(model_zoo).__name__} {model_zoo!r:.60}"
+        raise FuxiCTRError(msg)
     text = str(model_zoo)
     folder = Path(text).expanduser()
-    if not folder.exists() and all(part.isidentifier() for part in text.split(".")):
+    try:
+        exists = folder.exists()
+    except (OSError, ValueError) as err:  # a name too long for the file system, or a NUL byte
+        msg = f"model-zoo folder {text[:80]!r} is not a usable path: {err}"
+        raise FuxiCTRError(msg) from err
+    if not exists and all(part.isidentifier() for part in text.split(".")):
         # Importing a module runs its code. A name read from a bundle may only name the model_zoo package that the
         # fuxictr wheel installs; any other installed package must be named by the user in the command.
         if not explicit and text != INSTALLED_ZOO and not text.startswith(INSTALLED_ZOO + "."):
