@@ -374,3 +374,31 @@ def test_release_removes_hooks(user_code, schema, inputs):
     assert not module.to_probability._forward_pre_hooks
     with torch.no_grad():
         assert module(batch)["p"].shape == (40, 1)
+
+
+@pytest.mark.parametrize(
+    ("zero_ids", "message"),
+    [
+        ({"user": [0, 99, -5]}, r"zero_ids: \[-5, 99\] are not ids of field 'user', whose ids run from 0 \(PAD\) to 5"),
+        ({"price": [0]}, "field 'price' is numeric"),
+        ({"nope": [0]}, "not in the schema: nope"),
+    ],
+)
+def test_zero_ids_outside_vocabulary_rejected(user_code, schema, zero_ids, message):
+    base = user_code.make_adapter(schema)
+    sources = [base._sources[name] for name in schema.field_names]
+    with pytest.raises(AdapterError, match=message):
+        ModuleAdapter(base.module, schema, sources=sources, build_input=user_code.build_input, zero_ids=zero_ids)
+
+
+def test_docs_make_adapter_rebuilds_example():
+    text = (Path(__file__).parents[1] / "docs" / "adapters.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    namespace: dict = {}
+    exec(blocks[0], namespace)
+    exec(next(block for block in blocks if block.startswith("def make_adapter")), namespace)
+    rebuilt = namespace["make_adapter"](namespace["schema"])
+    rebuilt.module.load_state_dict(namespace["adapter"].module.state_dict())
+    inputs = {"user": torch.tensor([1, 4]), "ad": torch.tensor([2, 3]), "bid": torch.tensor([0.5, -1.0])}
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt(inputs).numpy(), namespace["adapter"](inputs).numpy(), atol=1e-6)

@@ -184,10 +184,7 @@ class ModuleAdapter(CTRModel):
         self._read_output = read_output
         self._probes = tuple(_prefixed(p) for p in probes)
         self._zero_ids = {f: torch.as_tensor(list(ids), dtype=torch.long) for f, ids in (zero_ids or {}).items()}
-        unknown = sorted(set(self._zero_ids) - set(schema.field_names))
-        if unknown:
-            msg = f"zero_ids names fields that are not in the schema: {', '.join(unknown)}"
-            raise AdapterError(msg)
+        _check_zero_ids(schema, self._zero_ids)
         self._local = threading.local()
         self._hooks = _install_hooks(self)
         self.eval()
@@ -384,6 +381,27 @@ def _check_sources(schema: Schema, sources: Sequence[EmbeddingSource]) -> dict[s
             msg = f"field {f.name!r} is {f.kind}; only numeric and dense fields can be value fields"
             raise AdapterError(msg)
     return by_field
+
+
+def _check_zero_ids(schema: Schema, zero_ids: Mapping[str, torch.Tensor]) -> None:
+    """Check that ``zero_ids`` names categorical or history fields and ids inside their vocabularies."""
+    unknown = sorted(set(zero_ids) - set(schema.field_names))
+    if unknown:
+        msg = f"zero_ids names fields that are not in the schema: {', '.join(unknown)}"
+        raise AdapterError(msg)
+    for name, ids in zero_ids.items():
+        f = schema[name]
+        if f.kind not in ("categorical", "sequence"):
+            msg = f"zero_ids: field {name!r} is {f.kind}; only categorical fields and histories have ids"
+            raise AdapterError(msg)
+        size = len(f.vocabulary)
+        outside = sorted({int(i) for i in ids.tolist() if not 0 <= int(i) < size})
+        if outside:
+            msg = (
+                f"zero_ids: {outside} are not ids of field {name!r}, whose ids run from 0 (PAD) to {size - 1} "
+                f"(OOV); the known values are 1..{size - 2}"
+            )
+            raise AdapterError(msg)
 
 
 def _submodule(module: nn.Module, path: str) -> nn.Module:
