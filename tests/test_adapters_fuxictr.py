@@ -292,7 +292,41 @@ def test_processed_splits_pass_ids_through():
         for f in schema.fields:
             np.testing.assert_array_equal(dataset.inputs[f.name], expected[f.name])
         np.testing.assert_array_equal(dataset.labels, expected["clk"])
-        assert dataset.oov_counts == {f.name: 0 for f in schema.fields}
+        # FuxiCTR's OOV id is vocab_size - 1; every occurrence counts.
+        for f in schema.fields:
+            assert dataset.oov_counts[f.name] == int((expected[f.name] == len(f.vocabulary) - 1).sum()), f.name
+
+
+def test_parquet_oov_ids_counted():
+    schema = fx.build_schema(fx.read_feature_map(TINY_DIR / "tiny_parquet" / "feature_map.json"))
+    dataset = load_dataset(TINY_DIR / "tiny_parquet" / "test.parquet", schema)
+    assert len(schema["pvalue_level"].vocabulary) == 4
+    assert dataset.oov_counts["pvalue_level"] == 60  # 60 of 100 rows contain id 3
+    assert (dataset.raw_values()["pvalue_level"] == "<OOV>").sum() == 60
+    assert dataset.oov_counts["userid"] == 0
+
+
+def test_npz_oov_ids_and_items_counted(tmp_path):
+    path = write_map(
+        tmp_path,
+        [
+            {"city": {"type": "categorical", "vocab_size": 4}},
+            {"hist": {"type": "sequence", "vocab_size": 5, "max_len": 3}},
+            {"price": {"type": "numeric"}},
+        ],
+        labels=("y",),
+    )
+    schema = fx.build_schema(fx.read_feature_map(path))
+    arrays = {
+        "city": np.array([3, 1, 3, 0, 2]),  # The OOV id is 3, in two rows.
+        "hist": np.array([[4, 4, 1], [1, 2, 0], [4, 0, 0], [0, 0, 0], [3, 2, 1]]),  # The OOV id is 4, in three items.
+        "price": np.array([4.0, 0.0, 1.5, 3.0, 3.0]),  # Numeric values are never OOV, even when they equal an OOV id.
+        "y": np.array([1, 0, 0, 1, 0]),
+    }
+    np.savez(tmp_path / "hand.npz", **arrays)
+    dataset = fx.load_processed_split(tmp_path / "hand.npz", schema)
+    assert dataset.oov_counts == {"city": 2, "hist": 3, "price": 0}
+    assert fx.load_processed_split(tmp_path / "hand.npz", schema, max_rows=2).oov_counts == {"city": 1, "hist": 2, "price": 0}
 
 
 def test_parquet_folder_of_parts_equals_the_file(tmp_path):
@@ -370,6 +404,57 @@ def test_raw_csv_gives_fuxictr_ids(fitted_csv):
     empty = (raw["pvalue_level"] == "").to_numpy()
     assert empty.any()
     assert (dataset.inputs["pvalue_level"][empty] == schema["pvalue_level"].vocabulary.oov_index).all()
+
+
+def test_raw_csv_without_vocabulary_rejected(tmp_path):
+    schema = fx.build_schema(fx.read_feature_map(TINY_DIR / "tiny_parquet" / "feature_map.json"))
+    assert schema.extra["fuxictr"]["vocabulary_from"] == "index numbers (no feature_vocab.json)"
+    path = CSV_DIR / "test_sample.csv"
+    with pytest.raises(DataError) as caught:
+        load_dataset(path, schema)
+    message = str(caught.value)
+    assert str(path) in message
+    assert "no vocabulary of raw values" in message
+    assert "imported without feature_vocab.json" in message
+    assert "processed split (parquet, npz or h5)" in message
+    assert "--data-dir that contains feature_vocab.json" in message
+    # Small raw codes that look like ids (final_gender_code 1 and 2) are rejected too, in .tsv as well.
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False).head(3)
+    assert set(frame["final_gender_code"]) <= {"1", "2"}
+    frame.to_csv(tmp_path / "codes.tsv", sep="\t", index=False)
+    with pytest.raises(DataError, match="no vocabulary of raw values"):
+        fx.load_dataset(tmp_path / "codes.tsv", schema)
+    # A schema with only numeric fields has no values to look up, so its CSV is read.
+    info = fx.read_feature_map(write_map(tmp_path / "num", [{"x": {"type": "numeric"}}]))
+    numeric = fx.build_schema(info, normalizers={"x": (1.0, 2.0)}, numeric_raw=True)
+    pd.DataFrame({"x": [0.5, 2.0], "clk": [0, 1]}).to_csv(tmp_path / "num.csv", index=False)
+    dataset = load_dataset(tmp_path / "num.csv", numeric)
+    np.testing.assert_array_equal(dataset.inputs["x"], np.array([-0.25, 0.5], dtype=np.float32))
+
+
+def test_evaluate_raw_csv_without_vocabulary(deepfm_run, tmp_path, monkeypatch, capsys):
+    run = deepfm_run
+    out = tmp_path / "bundle"
+    argv = [
+        "import", "fuxictr", "--config", str(run.config_dir), "--expid", run.expid, "--checkpoint", str(run.checkpoint),
+        "--model-zoo", str(ZOO_DIR), "--data-dir", str(run.data_dir), "--out", str(out),
+    ]  # fmt: skip
+    assert run_cli(argv) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("WORKBENCH_MODEL_ZOO", str(ZOO_DIR))
+    path = CSV_DIR / "test_sample.csv"
+    assert run_cli(["evaluate", str(out), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert str(path) in err
+    assert "imported without feature_vocab.json" in err
+    assert "Traceback" not in err
+    # The processed split of the same rows is read, and its OOV ids are counted.
+    assert run_cli(["evaluate", str(out), str(run.test_data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    if run.test_data.name == "test.parquet" and run.test_data.parent.name == "tiny_parquet":
+        assert report["oov_counts"]["pvalue_level"] == 60
 
 
 def test_sequence_padding_pre_matches_fuxictr_tokenizer(tmp_path):

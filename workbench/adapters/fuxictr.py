@@ -710,6 +710,8 @@ def dataset_from_arrays(
     """Build a dataset from FuxiCTR-encoded columns; the ids pass through unchanged, after a range check.
 
     ``raw`` defaults to the values decoded from the ids (``<OOV>`` for the OOV index).
+    ``oov_counts`` defaults to the count of OOV ids per field (for a sequence field,
+    its OOV items), as the workbench counts OOV when it encodes raw data.
     """
     where = f"{source or name or 'the data'}"
     missing = [f.name for f in schema.fields if f.name not in arrays]
@@ -776,10 +778,23 @@ def dataset_from_arrays(
     if raw is None:
         raw = pd.DataFrame({f.name: _decoded_column(f, inputs[f.name]) for f in schema.fields})
         raw[schema.label] = labels
+    if oov_counts is None:
+        oov_counts = {f.name: _oov_ids(f, inputs[f.name]) for f in schema.fields}
     return CTRDataset(
-        schema, inputs, labels.astype(np.float32), raw, name=name, source=source,
-        oov_counts=dict(oov_counts or {f.name: 0 for f in schema.fields}),
+        schema, inputs, labels.astype(np.float32), raw, name=name, source=source, oov_counts=dict(oov_counts)
     )
+
+
+def _oov_ids(f: Field, ids: np.ndarray) -> int:
+    """Return how many ids of a processed column equal FuxiCTR's OOV index (0 for numeric and dense fields).
+
+    FuxiCTR encodes unknown and missing categorical values alike as OOV, so a
+    processed split cannot tell them apart and both are counted.
+    """
+    if f.kind not in ("categorical", "sequence"):
+        return 0
+    assert f.vocabulary is not None
+    return int((ids == f.vocabulary.oov_index).sum())
 
 
 def _decoded_column(f: Field, values: np.ndarray) -> list[Any] | np.ndarray:
@@ -896,6 +911,7 @@ def load_dataset(path: str | Path, schema: Schema, *, max_rows: int | None = Non
     name = path.name.lower().removesuffix(".gz")
     if name.endswith((".csv", ".tsv")):
         details = schema.extra.get("fuxictr", {})
+        _check_raw_vocabulary(path, schema)
         info = read_feature_map(details.get("feature_map") or _info_from_schema(schema))
         numeric = [f.name for f in schema.fields if f.kind == "numeric"]
         if numeric and details.get("numeric_values") != "raw":
@@ -907,6 +923,25 @@ def load_dataset(path: str | Path, schema: Schema, *, max_rows: int | None = Non
             raise DataError(msg)
         return load_raw_csv(path, schema, info, max_rows=max_rows)
     return load_processed_split(path, schema, max_rows=max_rows)
+
+
+def _check_raw_vocabulary(path: Path, schema: Schema) -> None:
+    """Reject raw values for a schema whose categorical values are FuxiCTR's index numbers.
+
+    Without ``feature_vocab.json`` the schema's values are ``"1"``, ``"2"``, and so on.
+    Raw codes read as those numbers would give wrong ids without any error.
+    """
+    source = schema.extra.get("fuxictr", {}).get("vocabulary_from", "feature_vocab.json")
+    coded = [f.name for f in schema.fields if f.kind in ("categorical", "sequence")]
+    if source == "feature_vocab.json" or not coded:
+        return
+    msg = (
+        f"{str(path)!r} contains raw values, but the model's schema has no vocabulary of raw values for "
+        f"{', '.join(map(repr, coded[:5]))}{' ...' if len(coded) > 5 else ''} (the bundle was imported without "
+        "feature_vocab.json, so its values are FuxiCTR's index numbers); read a processed split (parquet, npz or "
+        "h5) instead, or import the model again with a --data-dir that contains feature_vocab.json"
+    )
+    raise DataError(msg)
 
 
 def _info_from_schema(schema: Schema) -> dict[str, Any]:
