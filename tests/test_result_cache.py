@@ -403,15 +403,19 @@ def test_cli_cache_gives_same_output(tmp_path, monkeypatch, inputs, command, opt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cli, compute_name, counting)
-    outputs = {}
+    outputs, notes = {}, {}
     for run in ("plain", "first", "second"):
         cache = [] if run == "plain" else ["--cache", str(tmp_path / "cache")]
         out = tmp_path / f"{run}.parquet"
         status, stdout, stderr = run_cli([command, str(bundle), str(data), "--out", str(out), *options, *cache])
         assert status == 0, stderr
         outputs[run] = (out.read_bytes(), json.loads(stdout))
+        notes[run] = stderr
 
     assert len(calls) == 2  # the plain run and the first cached run; the second is a hit
+    assert "cache:" not in notes["plain"]
+    assert "cache: computed the result and stored it" in notes["first"]
+    assert "cache: read the stored result" in notes["second"]
     for run in ("first", "second"):
         assert outputs[run][0] == outputs["plain"][0]
         summary = {k: v for k, v in outputs[run][1].items() if k != "out"}
@@ -473,3 +477,20 @@ def test_app_reuses_cache_dir(tmp_path, monkeypatch, tiny_models_dir, tiny_data_
     assert second == first
     assert len(list((tmp_path / "cache").glob("*.json"))) == 1
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+def test_cli_corrupt_entry_warns_once(tmp_path, inputs, caplog):
+    bundle, data = inputs
+    cache = tmp_path / "cache"
+    argv = ["explain", str(bundle), str(data), "--rows", "3", "--method", "exact_shapley", "--cache", str(cache)]
+    status, _, stderr = run_cli([*argv, "--out", str(tmp_path / "a.parquet")])
+    assert status == 0, stderr
+    entry = next(cache.rglob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:-20])
+    caplog.clear()
+    status, _, stderr = run_cli([*argv, "--out", str(tmp_path / "b.parquet")])
+    assert status == 0, stderr
+    assert "ResultCacheWarning" not in stderr
+    assert [record.message for record in caplog.records if "checksum differs" in record.message] != []
+    assert len([record for record in caplog.records if record.name == "workbench.result_cache"]) == 1
+    assert "cache: computed the result and stored it" in stderr

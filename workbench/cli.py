@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAM
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
 from workbench.prepare import DEFAULT_MAX_LENGTH, prepare_movielens, prepare_taobao
-from workbench.result_cache import ResultCache, result_key
+from workbench.result_cache import ResultCache, ResultCacheWarning, result_key
 from workbench.probes import FIELD_AGGREGATIONS, capture_probes, model_probes
 from workbench.zoo import ARCHITECTURES, build_model
 from workbench.zoo.registry import accepted_hyperparameters
@@ -753,7 +754,21 @@ def _cached(args: argparse.Namespace, inputs: ExplainInputs, kind: str, options:
         "chunk_size": args.chunk_size,
     }
     key = result_key(kind, bundle=args.bundle, data=args.data, parameters=parameters, extra_files=extra_files)
-    return ResultCache(args.cache).get_or_compute(key, compute)
+    computed = []
+
+    def compute_and_note() -> Any:
+        computed.append(True)
+        return compute()
+
+    # The cache logs every problem it finds as well, so its Python warnings would print each one twice.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResultCacheWarning)
+        value = ResultCache(args.cache).get_or_compute(key, compute_and_note)
+    if computed:
+        print(f"cache: computed the result and stored it in {str(args.cache)!r}", file=sys.stderr)
+    else:
+        print(f"cache: read the stored result from {str(args.cache)!r}", file=sys.stderr)
+    return value
 
 
 def run_explain(args: argparse.Namespace) -> int:
