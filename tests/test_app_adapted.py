@@ -79,6 +79,10 @@ def test_overview_names_the_fuxictr_class(app_env, imported):
     assert [e.value for e in app.error] == []
     architecture = next(metric for metric in app.metric if metric.label == "Architecture")
     assert architecture.value == "fuxictr:GDCN"
+    hyper = app.dataframe[0].value
+    values = dict(zip(hyper["hyper-parameter"], hyper["value"], strict=True))
+    assert values["num_cross_layers"] == "3"
+    assert values["embedding_dim"] == "4"
 
 
 def test_gates_page_reads_gdcn_gates(app_env, imported):

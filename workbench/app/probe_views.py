@@ -21,6 +21,11 @@ ARCHITECTURES_WITH = {
     "pairs": "FM and DeepFM (pair products), DCNv2, GDCN and FCN (cross-matrix blocks), AutoInt+ (attention), "
     "FiBiNET (bilinear pairs), xDeepFM (first CIN layer)",
 }
+ADAPTED_NOTE = (
+    " Models imported from FuxiCTR or DeepCTR-Torch have the probes listed in docs/adapters.md; "
+    "in-house models have the probes their adapter declares."
+)
+"""Sentence added to the notes of the probe pages: imported models are not in the lists of architectures."""
 SEQUENCE_NOTE = (
     " This model weighs past behaviours instead (target attention): the Attention page shows the weights, "
     "and the Sequence explorer of the Sample explorer compares them with per-behaviour attribution."

@@ -31,6 +31,7 @@ if not probes:
         f"The {data.bundle.architecture} model has no attention over fields or past behaviours. "
         f"Architectures that do: {probe_views.ARCHITECTURES_WITH['attention']}; "
         f"{probe_views.ARCHITECTURES_WITH['target_attention']}."
+        + probe_views.ADAPTED_NOTE
     )
     st.stop()
 

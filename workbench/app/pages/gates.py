@@ -26,6 +26,7 @@ if not probes:
     st.info(
         f"The {data.bundle.architecture} model declares no gates, masks or field weights. "
         f"Architectures that do: {probe_views.ARCHITECTURES_WITH['gates']}."
+        + probe_views.ADAPTED_NOTE
         + (probe_views.SEQUENCE_NOTE if sequence_views.target_attention_probe(model) is not None else "")
     )
     st.stop()

@@ -18,6 +18,7 @@ if not probes:
     st.info(
         f"The {data.bundle.architecture} model has no intrinsic field-pair map. "
         f"Architectures that do: {probe_views.ARCHITECTURES_WITH['pairs']}."
+        + probe_views.ADAPTED_NOTE
         + (probe_views.SEQUENCE_NOTE if sequence_views.target_attention_probe(model) is not None else "")
     )
     st.stop()

@@ -24,8 +24,15 @@ columns[3].metric("Label column", bundle.schema.label)
 
 left, right = st.columns(2)
 with left:
-    st.markdown("**Hyper-parameters**")
-    st.dataframe(tables.key_value_table(manifest["hyperparameters"], key="hyper-parameter"), hide_index=True)
+    adapter = manifest.get("adapter") if isinstance(manifest.get("adapter"), dict) else {}
+    recipe = adapter.get("recipe") if isinstance(adapter.get("recipe"), dict) else {}
+    if isinstance(recipe.get("params"), dict):
+        # An imported model: its own constructor parameters, as the import recorded them.
+        st.markdown(f"**Hyper-parameters** (imported {adapter.get('kind')} model, class {recipe.get('model_class')})")
+        st.dataframe(tables.key_value_table(recipe["params"], key="hyper-parameter"), hide_index=True)
+    else:
+        st.markdown("**Hyper-parameters**")
+        st.dataframe(tables.key_value_table(manifest["hyperparameters"], key="hyper-parameter"), hide_index=True)
     st.markdown("**Library versions** at training time")
     versions = tables.key_value_table(manifest.get("versions") or {}, key="library", value="version")
     st.dataframe(versions, hide_index=True)
