@@ -625,7 +625,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     dataset = load_dataset(args.data, bundle.schema, feature_map=args.feature_map, max_rows=args.max_rows)
-    metrics = evaluate(bundle.model, dataset)
+    metrics: dict[str, Any] = evaluate(bundle.model, dataset)
+    metrics["n_rows"] = int(metrics["n_rows"])
     metrics["oov_counts"] = dataset.oov_counts
     print(json.dumps(json_safe({"bundle": str(args.bundle), "data": str(args.data), **metrics}), indent=1))
     return 0

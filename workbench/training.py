@@ -95,7 +95,8 @@ def metrics_from_logits(labels: np.ndarray, logits: np.ndarray) -> dict[str, flo
     probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     out = {"logloss": float(log_loss(labels, probabilities, labels=[0, 1])), "n_rows": float(len(labels))}
     out["auc"] = float(roc_auc_score(labels, probabilities)) if len(np.unique(labels)) == 2 else float("nan")
-    out["positive_rate"] = float(np.mean(labels)) if len(labels) else float("nan")
+    # float64: the mean of float32 labels prints 0.04 as 0.03999999910593033.
+    out["positive_rate"] = float(np.mean(labels, dtype=np.float64)) if len(labels) else float("nan")
     return out
 
 

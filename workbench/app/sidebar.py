@@ -122,12 +122,15 @@ def render() -> state.Selection:
                 "libfm files use the feature_map.tsv next to them."
             ),
         )
+        # A value already in the session state (from the URL or an earlier run) is the widget's value; passing a
+        # default as well makes Streamlit warn.
+        default = {} if "max_rows" in st.session_state else {"value": state.DEFAULT_MAX_ROWS}
         max_rows = st.number_input(
             "Rows to load",
             min_value=1,
-            value=state.DEFAULT_MAX_ROWS,
             step=10_000,
             key="max_rows",
+            **default,
             help=(
                 "Maximum number of rows read from the start of the data file. "
                 "Metrics and samples use only these rows. Parquet files are read whole and refused above "
