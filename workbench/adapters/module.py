@@ -23,8 +23,8 @@ from the embedding table.
 
 A history (a sequence field) has one slot per position, named
 ``field[position]``. Each ends with a presence column, 1 where the position
-holds a behaviour and 0 for PAD; in replace mode the placeholder batch has id
-1 where the presence is non-zero and PAD elsewhere, so masks the module
+contains a behaviour and 0 for PAD. In replace mode the placeholder batch has
+id 1 where the presence is non-zero and PAD elsewhere, so masks the module
 computes from ids agree with the slots, and an all-zero slot is a removed
 behaviour.
 
@@ -314,7 +314,7 @@ class ModuleAdapter(CTRModel):
         return slots
 
     def _placeholder_inputs(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
-        """A batch whose embedded fields are PAD (their outputs are replaced) and whose value fields hold the slots."""
+        """Build a placeholder batch: embedded fields at PAD (their outputs get replaced), value fields from the slots."""
         n_rows = slots.shape[0]
         starts = self.slot_index()
         inputs: dict[str, torch.Tensor] = {}
@@ -510,7 +510,7 @@ def _measure_parts(
                 per_row //= f.max_length
             parts.append(_Part(field, path, offset, per_row))
             offset += per_row
-        # A history's slots end with a presence column: 1 where the position holds a behaviour, 0 for PAD.
+        # A history's slots end with a presence column: 1 where the position has a behaviour, 0 for PAD.
         widths[field] = offset + 1 if f.kind == "sequence" else offset
     return parts, widths
 
