@@ -402,3 +402,20 @@ def test_docs_make_adapter_rebuilds_example():
     inputs = {"user": torch.tensor([1, 4]), "ad": torch.tensor([2, 3]), "bid": torch.tensor([0.5, -1.0])}
     with torch.no_grad():
         np.testing.assert_allclose(rebuilt(inputs).numpy(), namespace["adapter"](inputs).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("zero_ids", "message"),
+    [
+        ({"user": [1.5]}, r"must be a list of integer ids; got \[1.5\]"),
+        ({"user": ["u1"]}, r"must be a list of integer ids; got \['u1'\]"),
+        ({"user": 0}, "must be a list of integer ids; got 0"),
+        ({"user": [True]}, r"must be a list of integer ids; got \[True\]"),
+        ([("user", [0])], "must map field names to lists of ids"),
+    ],
+)
+def test_zero_ids_must_be_integer_lists(user_code, schema, zero_ids, message):
+    base = user_code.make_adapter(schema)
+    sources = [base._sources[name] for name in schema.field_names]
+    with pytest.raises(AdapterError, match=message):
+        ModuleAdapter(base.module, schema, sources=sources, build_input=user_code.build_input, zero_ids=zero_ids)

@@ -143,6 +143,7 @@ def test_import_writes_bundle(criteo_models, tmp_path, model_class):
     assert manifest["adapter"]["kind"] == "deepctr"
     assert manifest["adapter"]["recipe"]["model_class"] == model_class
     assert manifest["adapter"]["recipe"]["params"] == trained.params
+    assert manifest["versions"]["deepctr-torch"] == "0.3.0"
 
 
 @pytest.mark.parametrize("model_class", ["DeepFM", "AutoInt"])

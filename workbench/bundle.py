@@ -140,6 +140,7 @@ def write_bundle(
     schema: Schema,
     n_parameters: int,
     extra: dict[str, Any] | None = None,
+    versions: dict[str, str] | None = None,
     name: str | None = None,
     metrics: dict[str, dict[str, float]] | None = None,
     training: dict[str, Any] | None = None,
@@ -149,7 +150,8 @@ def write_bundle(
     """Write a bundle folder from a state dict and the manifest's entries; see :func:`save_bundle`.
 
     ``extra`` adds entries to the manifest, such as the ``adapter`` entry of
-    an adapted model (``workbench.adapters.bundle``).
+    an adapted model (``workbench.adapters.bundle``), and ``versions`` adds
+    library versions to the recorded ones.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -170,7 +172,7 @@ def write_bundle(
             "metrics": metrics or {},
             "training": training or {},
             "data": data or {},
-            "versions": library_versions(),
+            "versions": {**library_versions(), **(versions or {})},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "weights": {
                 "file": WEIGHTS_NAME,

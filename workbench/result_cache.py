@@ -351,7 +351,10 @@ class ResultCache:
             return self._read(key, json_path, npz_path)
         # A valid checksum over hand-made content can still fail to decode, hence the wide list.
         except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError, zipfile.BadZipFile) as err:
-            message = f"result cache entry {str(json_path)!r} is not used and will be computed again: {err}"
+            message = (
+                f"result cache entry {str(json_path.with_suffix(''))!r} (its .json and .npz files) is not used and "
+                f"will be computed again: {err}"
+            )
             warnings.warn(message, ResultCacheWarning, stacklevel=3)
             logger.warning(message)
             return None

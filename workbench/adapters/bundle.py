@@ -17,6 +17,7 @@ run code from an arbitrary place.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,9 @@ from torch import nn
 
 from workbench.adapters.module import AdapterError, ModuleAdapter
 from workbench.schema import Schema
+
+KIND_PACKAGES = {"fuxictr": "fuxictr", "deepctr": "deepctr-torch"}
+"""Adapter kind → the distribution whose version an adapted bundle records."""
 
 ADAPTER_KINDS = {
     "fuxictr": "workbench.adapters.fuxictr",
@@ -156,8 +160,20 @@ def save_adapted_bundle(
         schema=adapter.schema,
         n_parameters=sum(p.numel() for p in adapter.module.parameters()),
         extra={"adapter": {"kind": kind, "recipe": dict(recipe)}},
+        versions=_package_versions(kind),
         name=name,
         metrics=metrics,
         data=data,
         overwrite=overwrite,
     )
+
+
+def _package_versions(kind: str) -> dict[str, str]:
+    """Return the installed version of the library an adapter kind reads, if there is one."""
+    package = KIND_PACKAGES.get(kind)
+    if package is None:
+        return {}
+    try:
+        return {package: importlib.metadata.version(package)}
+    except importlib.metadata.PackageNotFoundError:
+        return {}

@@ -175,7 +175,8 @@ class ModuleAdapter(CTRModel):
         super().__init__(schema, embedding_dim=width)
         self.module = module
         self.architecture = name
-        self.hyperparameters = {"embedding_dim": width, "adapter": name}
+        # Not the wrapped model's own hyper-parameters: the width of the widest field slot and the adapter's name.
+        self.hyperparameters = {"slot_width": width, "adapter": name}
         self._sources = by_field
         self._parts = parts
         self._presence = {f.name: widths[f.name] - 1 for f in schema.fields if f.kind == "sequence"}
@@ -183,8 +184,7 @@ class ModuleAdapter(CTRModel):
         self._logit_place = logit
         self._read_output = read_output
         self._probes = tuple(_prefixed(p) for p in probes)
-        self._zero_ids = {f: torch.as_tensor(list(ids), dtype=torch.long) for f, ids in (zero_ids or {}).items()}
-        _check_zero_ids(schema, self._zero_ids)
+        self._zero_ids = _check_zero_ids(schema, zero_ids or {})
         self._local = threading.local()
         self._hooks = _install_hooks(self)
         self.eval()
@@ -383,25 +383,38 @@ def _check_sources(schema: Schema, sources: Sequence[EmbeddingSource]) -> dict[s
     return by_field
 
 
-def _check_zero_ids(schema: Schema, zero_ids: Mapping[str, torch.Tensor]) -> None:
-    """Check that ``zero_ids`` names categorical or history fields and ids inside their vocabularies."""
-    unknown = sorted(set(zero_ids) - set(schema.field_names))
+def _check_zero_ids(schema: Schema, zero_ids: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+    """Check that ``zero_ids`` names categorical or history fields and ids inside their vocabularies; return tensors."""
+    if not isinstance(zero_ids, Mapping):
+        msg = f"zero_ids must map field names to lists of ids; got {type(zero_ids).__name__}"
+        raise AdapterError(msg)
+    unknown = sorted(str(name) for name in set(zero_ids) - set(schema.field_names))
     if unknown:
         msg = f"zero_ids names fields that are not in the schema: {', '.join(unknown)}"
         raise AdapterError(msg)
+    checked: dict[str, torch.Tensor] = {}
     for name, ids in zero_ids.items():
         f = schema[name]
         if f.kind not in ("categorical", "sequence"):
             msg = f"zero_ids: field {name!r} is {f.kind}; only categorical fields and histories have ids"
             raise AdapterError(msg)
+        values = list(ids) if isinstance(ids, (list, tuple, range, np.ndarray, torch.Tensor)) else None
+        bad = [i for i in values or [] if isinstance(i, bool) or not isinstance(i, (int, np.integer, torch.Tensor))]
+        bad += [i for i in values or [] if isinstance(i, torch.Tensor) and (i.numel() != 1 or i.is_floating_point())]
+        if values is None or bad:
+            shown = repr(ids) if values is None else repr(bad[:3])
+            msg = f"zero_ids of field {name!r} must be a list of integer ids; got {shown}"
+            raise AdapterError(msg)
         size = len(f.vocabulary)
-        outside = sorted({int(i) for i in ids.tolist() if not 0 <= int(i) < size})
+        outside = sorted({int(i) for i in values if not 0 <= int(i) < size})
         if outside:
             msg = (
                 f"zero_ids: {outside} are not ids of field {name!r}, whose ids run from 0 (PAD) to {size - 1} "
                 f"(OOV); the known values are 1..{size - 2}"
             )
             raise AdapterError(msg)
+        checked[name] = torch.as_tensor([int(i) for i in values], dtype=torch.long)
+    return checked
 
 
 def _submodule(module: nn.Module, path: str) -> nn.Module:

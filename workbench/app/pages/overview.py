@@ -26,10 +26,13 @@ left, right = st.columns(2)
 with left:
     adapter = manifest.get("adapter") if isinstance(manifest.get("adapter"), dict) else {}
     recipe = adapter.get("recipe") if isinstance(adapter.get("recipe"), dict) else {}
-    if isinstance(recipe.get("params"), dict):
-        # An imported model: its own constructor parameters, as the import recorded them.
-        st.markdown(f"**Hyper-parameters** (imported {adapter.get('kind')} model, class {recipe.get('model_class')})")
-        st.dataframe(tables.key_value_table(recipe["params"], key="hyper-parameter"), hide_index=True)
+    # An imported model: its own constructor parameters (FuxiCTR, DeepCTR-Torch) or the arguments of an in-house
+    # model's make function, as the bundle's recipe recorded them.
+    own = recipe.get("params") if isinstance(recipe.get("params"), dict) else recipe.get("args")
+    if isinstance(own, dict):
+        built_by = recipe.get("model_class") or recipe.get("function")
+        st.markdown(f"**Hyper-parameters** (imported {adapter.get('kind')} model, {built_by})")
+        st.dataframe(tables.key_value_table(own, key="hyper-parameter"), hide_index=True)
     else:
         st.markdown("**Hyper-parameters**")
         st.dataframe(tables.key_value_table(manifest["hyperparameters"], key="hyper-parameter"), hide_index=True)
