@@ -321,3 +321,17 @@ def test_interactions_wait_for_compute_button(app_env):
     assert not app.exception
     assert any("Press **Compute interactions** to start" in info.value for info in app.info)
     assert not app.get("plotly_chart")
+
+
+def test_wait_message_counts_groups(app_env, library):
+    fields = library["dataset"].schema.field_names
+    groups = {"user": fields[:4], "rest": fields[4:]}
+    app = AppTest.from_file(str(APP_PATH), default_timeout=TIMEOUT_S)
+    app.session_state["interactions_rows"] = N_ROWS
+    app.session_state["interactions_groups"] = json.dumps(groups)
+    app.run()
+    app.switch_page("workbench/app/pages/interactions.py")
+    app.run()
+
+    assert not app.exception
+    assert any("all 2**2 = 4 coalitions of each row" in info.value for info in app.info)

@@ -47,6 +47,7 @@ from workbench.explain import (
     method_names,
 )
 from workbench.explain.behaviours import BEHAVIOUR_METHODS, REST_MODES, explain_behaviours
+from workbench.explain.exact import TooManyPlayersError
 from workbench.explain.game import BACKGROUND_BASELINES, DEFAULT_CHUNK_SIZE, GAME_BASELINES, OUTPUT_SPACES
 from workbench.explain.summaries import top_pairs, write_interaction_parquet
 from workbench.schema import Field, Schema, SchemaError, fit_schema
@@ -1058,6 +1059,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
+    except TooManyPlayersError as err:
+        print(
+            f"error: exact methods evaluate all 2**{err.n_players} = {2**err.n_players:,} coalitions per sample for "
+            f"{err.n_players} fields, more than the limit of {err.max_players} players; group the fields into at most "
+            f"{err.max_players} groups with --groups FILE (a JSON object of group name to field names), or use a "
+            "sampled method such as --method permutation_shapley",
+            file=sys.stderr,
+        )
+        return 2
     except (CLIError, *USER_ERRORS) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         print(f"error: {message}", file=sys.stderr)

@@ -53,6 +53,19 @@ from workbench.zoo.base import CTRModel
 
 DEFAULT_MAX_PLAYERS = 16
 
+
+class TooManyPlayersError(ValueError):
+    """Raised when exact indices would need more coalitions than ``max_players`` allows.
+
+    ``n_players`` and ``max_players`` let the CLI and the app name their own
+    ways out (``--groups``, the field-groups box) instead of Python arguments.
+    """
+
+    def __init__(self, message: str, *, n_players: int, max_players: int) -> None:
+        super().__init__(message)
+        self.n_players = n_players
+        self.max_players = max_players
+
 VALUES_PER_BLOCK = 2**21
 """Maximum number of game values (float64) per block of samples, which bounds the memory of the index transforms."""
 
@@ -281,7 +294,7 @@ def exact_indices(
             f"players, above max_players={max_players}; group fields into at most {max_players} groups with "
             "players={group: [fields]}, use a sampled method, or raise max_players if the cost is acceptable"
         )
-        raise ValueError(msg)
+        raise TooManyPlayersError(msg, n_players=n_players, max_players=max_players)
 
     game, rows, labels, raw_values = prepare_game(
         model,

@@ -1,5 +1,7 @@
 """Interactions page: exact pair interactions of a random sample of rows, globally, per pair, per row and per value."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -7,6 +9,7 @@ import streamlit as st
 from workbench import figures
 from workbench.app import basket, controls, state, tables
 from workbench.explain import INTERACTION_INDICES
+from workbench.explain.exact import DEFAULT_MAX_PLAYERS
 from workbench.explain.summaries import pair_examples, top_pairs, value_effects
 
 HEATMAP_KEY = "interactions_heatmap"
@@ -51,8 +54,16 @@ try:
 except ValueError as err:
     st.error(f"The field groups are not valid: {err}")
     st.stop()
+# parse_groups returns canonical JSON text (hashable for the caches), so count its groups.
+n_players = len(json.loads(groups)) if groups else len(data.bundle.schema.fields)
+if n_players > DEFAULT_MAX_PLAYERS:
+    st.warning(
+        f"Exact interactions would evaluate all 2**{n_players} = {2**n_players:,} coalitions of each row, more "
+        f"than the limit of {DEFAULT_MAX_PLAYERS} players. Group the fields into at most {DEFAULT_MAX_PLAYERS} "
+        "groups in the field groups box above."
+    )
+    st.stop()
 if st.session_state.get(STARTED_KEY) != data.key:
-    n_players = len(groups) if groups else len(data.bundle.schema.fields)
     st.info(
         f"Exact interactions evaluate all 2**{n_players} = {2**n_players:,} coalitions of each row, "
         f"{int(n_rows) * 2**n_players:,} forward passes for {int(n_rows):,} rows. Field groups make this "
