@@ -372,3 +372,23 @@ def test_app_importance_page_on_imported_bundle(deepctr_app_env):
     bar = charts["importance_bar"]["data"][0]
     assert set(bar["y"]) <= set(SPARSE + DENSE)
     assert len(bar["y"]) > 0
+
+
+def test_whole_pickled_model_needs_allow_pickle(criteo_models, criteo_data, tmp_path):
+    trained = criteo_models.models["DeepFM"]
+    whole = build_deepctr_model("DeepFM", trained.spec, trained.params)
+    whole.load_state_dict(torch.load(trained.weights_path, weights_only=True))
+    pickled = tmp_path / "deepfm_whole.pt"
+    torch.save(whole, pickled)
+
+    code, stdout, stderr = run_cli(import_argv(trained, tmp_path / "refused", weights=pickled))
+    assert code == 2
+    assert "pass --allow-pickle" in stderr
+    assert not (tmp_path / "refused").exists()
+
+    with pytest.warns(UserWarning, match="deepfm_whole.pt"):
+        code, _, stderr = run_cli([*import_argv(trained, tmp_path / "accepted", weights=pickled), "--allow-pickle"])
+    assert code == 0, stderr
+    expected = deepctr_probabilities(criteo_models, trained.model)
+    np.testing.assert_allclose(bundle_probabilities(tmp_path / "accepted", criteo_data), expected, atol=1e-6, rtol=0)
+    assert not list((tmp_path / "accepted").glob("*.pt"))  # the bundle keeps only safetensors weights

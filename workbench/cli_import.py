@@ -230,6 +230,14 @@ def _register_deepctr(libraries: Any) -> None:
     deepctr.add_argument("--out", required=True, type=Path, help="bundle folder to write, such as models/deepfm")
     deepctr.add_argument("--name", help="model name shown in the workbench (default: the --out folder name)")
     deepctr.add_argument("--overwrite", action="store_true", help="replace --out if it is a workbench bundle")
+    deepctr.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help=(
+            "also accept --weights saved whole with torch.save(model, path); unpickling runs code from the file, "
+            "so use it only for a file you trust (the bundle keeps only the weights)"
+        ),
+    )
     deepctr.set_defaults(handler=run_import_deepctr)
 
 
@@ -290,7 +298,13 @@ def run_import_deepctr(args: argparse.Namespace) -> int:
         raise CLIError(msg)
     params = _deepctr_params(args)
     adapter = deepctr.load_deepctr(
-        args.weights, args.columns, args.vocabularies, model_class=args.model_class, params=params, label=args.label
+        args.weights,
+        args.columns,
+        args.vocabularies,
+        model_class=args.model_class,
+        params=params,
+        label=args.label,
+        allow_pickle=args.allow_pickle,
     )
     # load_deepctr has just parsed both files; the recipe stores their content.
     spec = json.loads(args.columns.read_text(encoding="utf-8"))

@@ -996,6 +996,7 @@ def load_deepctr(
     model_class: str,
     params: Mapping[str, Any] | None = None,
     label: str = "label",
+    allow_pickle: bool = False,
 ) -> ModuleAdapter:
     """Open a DeepCTR-Torch model saved with ``torch.save(model.state_dict(), path)``.
 
@@ -1013,6 +1014,10 @@ def load_deepctr(
         The constructor options used in training, such as ``dnn_hidden_units``.
     label : str, default="label"
         The label column of the data.
+    allow_pickle : bool, default=False
+        Also accept a whole model saved with ``torch.save(model, path)``. That
+        file is unpickled through :func:`workbench.untrusted.load_torch_module`,
+        which can run code from it, with a warning; only its weights are used.
 
     Raises
     ------
@@ -1031,11 +1036,21 @@ def load_deepctr(
         msg = f"the weights file {str(weights)!r} does not exist"
         raise AdapterError(msg) from err
     except Exception as err:  # torch raises pickle, runtime and zip errors for files it cannot read safely
-        msg = (
-            f"could not read {str(weights)!r} as a state dict ({type(err).__name__}: {str(err)[:200]}); "
-            "save it with torch.save(model.state_dict(), path)"
-        )
-        raise AdapterError(msg) from err
+        if not allow_pickle:
+            msg = (
+                f"could not read {str(weights)!r} as a state dict ({type(err).__name__}: {str(err)[:200]}); "
+                "save it with torch.save(model.state_dict(), path), or, for a whole model saved with "
+                "torch.save(model, path) that you trust, pass --allow-pickle (allow_pickle=True), which unpickles it "
+                "and can run code from the file"
+            )
+            raise AdapterError(msg) from err
+        from workbench.untrusted import UnsafeLoadError, load_torch_module
+
+        try:
+            state = load_torch_module(weights, allow_code=True).state_dict()
+        except (UnsafeLoadError, Exception) as unpickle_error:
+            msg = f"could not load {str(weights)!r} as a whole model either: {str(unpickle_error)[:300]}"
+            raise AdapterError(msg) from unpickle_error
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         msg = f"{str(weights)!r} holds no state dict of tensors; save it with torch.save(model.state_dict(), path)"
         raise AdapterError(msg)
