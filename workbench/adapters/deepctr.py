@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import json
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -45,6 +44,7 @@ import torch
 from torch import nn
 
 from workbench.adapters.bundle import check_state_dict
+from workbench.adapters.files import read_json_file
 from workbench.adapters.module import AdapterError, EmbeddingSource, ModuleAdapter
 from workbench.probes import Probe, block_norms
 from workbench.schema import PAD_INDEX, Field, Schema, SchemaError, Vocabulary
@@ -974,20 +974,6 @@ def _check_same_schema(rebuilt: Schema, stored: Schema) -> None:
         raise AdapterError(msg)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        msg = f"could not read the {what} {str(path)!r}: {err.strerror or err}"
-        raise AdapterError(msg) from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        msg = f"the {what} {str(path)!r} is not valid JSON: {err}"
-        raise AdapterError(msg) from err
-    except RecursionError as err:
-        msg = f"the {what} {str(path)!r} is nested too deeply to read as JSON; check it for runaway brackets"
-        raise AdapterError(msg) from err
-
-
 def load_deepctr(
     weights: str | Path,
     columns: str | Path,
@@ -1026,8 +1012,8 @@ def load_deepctr(
         the rebuilt model (the message names the tensors).
     """
     weights, columns_path, vocabularies_path = Path(weights), Path(columns), Path(vocabularies)
-    spec = _read_json(columns_path, "column spec")
-    vocabulary_map = _read_json(vocabularies_path, "vocabulary file")
+    spec = read_json_file(columns_path, "column spec")
+    vocabulary_map = read_json_file(vocabularies_path, "vocabulary file")
     model_columns = ModelColumns.from_spec(spec)
     model = build_deepctr_model(model_class, model_columns, params)
     try:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench.adapters.files import read_json_file
 from workbench.adapters.module import AdapterError
 from workbench.data import CTRDataset, DataError
 from workbench.schema import OOV_TOKEN, PAD_TOKEN, Field, Schema, SchemaError, Vocabulary, decode_value
@@ -131,17 +132,6 @@ class FeatureMapInfo:
 # feature_map.json and feature_vocab.json
 
 
-def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        msg = f"{what} not found: {str(path)!r}"
-        raise FuxiCTRError(msg)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        msg = f"{what} {str(path)!r} is not valid JSON (UTF-8 text): {err}"
-        raise FuxiCTRError(msg) from err
-
-
 def read_feature_map(path: str | Path | Mapping[str, Any]) -> FeatureMapInfo:
     """Parse a FuxiCTR ``feature_map.json`` of any dialect and check every feature spec.
 
@@ -167,7 +157,7 @@ def read_feature_map(path: str | Path | Mapping[str, Any]) -> FeatureMapInfo:
         content = dict(path)
     else:
         where = f"feature map {str(path)!r}"
-        content = _read_json(Path(path), "feature map")
+        content = read_json_file(Path(path), "feature map", error=FuxiCTRError)
     if not isinstance(content, dict):
         msg = f"{where} must be a JSON object with 'features'; got {type(content).__name__}"
         raise FuxiCTRError(msg)
@@ -355,7 +345,7 @@ def read_vocab(path: str | Path) -> dict[str, dict[str, int]]:
         When the file is not a JSON object of objects mapping strings to whole numbers.
     """
     path = Path(path)
-    content = _read_json(path, "feature vocabulary")
+    content = read_json_file(path, "feature vocabulary", error=FuxiCTRError)
     if not isinstance(content, dict):
         msg = f"feature vocabulary {str(path)!r} must be a JSON object keyed by feature name"
         raise FuxiCTRError(msg)
