@@ -263,7 +263,8 @@ def test_zero_ids_give_zero_embeddings(user_code, schema, inputs):
         slots = zeroed.field_embedding(inputs)
     rows = inputs["item"] == 1
     others = inputs["item"] > 1  # id 0 is PAD, whose row of the item table is zero anyway
-    assert rows.any() and others.any()
+    assert rows.any()
+    assert others.any()
     assert torch.all(slots[rows, 1] == 0)
     assert torch.all(slots[others, 1, :DIM].abs().sum(dim=1) > 0)
 
@@ -327,7 +328,7 @@ def test_bundle_round_trip_needs_the_code_folder_allowed(adapter, user_code, cod
         np.testing.assert_allclose(bundle.model(inputs).numpy(), adapter(inputs).numpy(), atol=1e-6)
 
 
-def test_bundle_with_an_unknown_kind_or_wrong_weights_is_refused(adapter, code_folder, tmp_path, monkeypatch):
+def test_bundle_bad_kind_or_weights_rejected(adapter, code_folder, tmp_path, monkeypatch):
     monkeypatch.setenv(CODE_FOLDERS_ENV, str(code_folder))
     recipe = {"folder": str(code_folder), "file": "inhouse.py", "function": "make_adapter", "args": {"dim": 4}}
     path = save_adapted_bundle(adapter, tmp_path / "wrong", kind="module", recipe=recipe)

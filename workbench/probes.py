@@ -408,7 +408,7 @@ def capture_probes(
         for start in range(0, n_rows, chunk_size):
             chunk = {name: tensor[start : start + chunk_size] for name, tensor in inputs.items()}
             embeddings = model.field_embedding(chunk)
-            # An adapted module computes its embeddings by running the module (workbench.adapters); the probes
+            # An adapted module computes its embeddings by running the module (workbench.adapters). The probes
             # read the pass that computes the logit, so whatever ran before it is dropped.
             recorder.clear()
             logits.append(model.logit_from_embeddings(embeddings).float().cpu().numpy())

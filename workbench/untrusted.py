@@ -37,7 +37,7 @@ KIND_DESCRIPTIONS = {
     ZIP: "a zip archive that is neither a torch.save nor a TorchScript archive",
     UNKNOWN: "not a pickle, torch archive, TorchScript archive or safetensors file",
 }
-"""What each kind :func:`detect_file_kind` returns means, for error messages."""
+"""Description of each kind :func:`detect_file_kind` returns, for error messages."""
 
 PICKLE_SCAN_BYTES = 1 << 20
 """Bytes after which :func:`detect_file_kind` stops parsing pickle opcodes and calls the file a pickle."""

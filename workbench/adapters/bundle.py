@@ -6,7 +6,7 @@ An adapted bundle is an ordinary bundle folder (``manifest.json`` and
     "adapter": {"kind": "fuxictr", "recipe": {...}}
 
 The weights are the wrapped module's ``state_dict`` in safetensors, so
-loading them never unpickles. The recipe says how to build the module before
+loading them never unpickles. The recipe describes how to build the module before
 the weights are loaded. It names a class, never code: each kind's
 ``rebuild(recipe, schema)`` imports classes only from an installed package
 (DeepCTR-Torch, fuxictr) or from a code folder the user allows (see
@@ -58,7 +58,7 @@ def allowed_code_folder(folder: str | Path, *, explicit: bool = False) -> Path:
     Raises
     ------
     AdapterError
-        When the folder is missing or not allowed; the message says how to allow it.
+        When the folder is missing or not allowed. The message explains how to allow it.
     """
     path = Path(folder).expanduser().resolve()
     if not path.is_dir():

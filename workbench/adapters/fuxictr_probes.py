@@ -296,8 +296,8 @@ def _dcnv2_probes(module: nn.Module, widths: list[tuple[str, int]]) -> list[Prob
             )
         ]
     if hasattr(crossnet, "gating") and hasattr(crossnet, "U_list"):
-        # NOTE: this probe has no field axis, so the app's probe pages, which list field and field-pair probes,
-        # do not show it; `workbench probes` writes and summarises it.
+        # NOTE: this probe has no field axis, so the app's probe pages (field and field-pair probes only) do not
+        # show it. `workbench probes` writes and summarises it.
         return [
             Probe(
                 "expert_gates",

@@ -122,7 +122,7 @@ def render() -> state.Selection:
                 "libfm files use the feature_map.tsv next to them."
             ),
         )
-        # A value already in the session state (from the URL or an earlier run) is the widget's value; passing a
+        # A value already in the session state (from the URL or an earlier run) is the widget's value. Passing a
         # default as well makes Streamlit warn.
         default = {} if "max_rows" in st.session_state else {"value": state.DEFAULT_MAX_ROWS}
         max_rows = st.number_input(
